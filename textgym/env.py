@@ -1,0 +1,259 @@
+"""TextGenEnv: one episode generates one completion, one token per step."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from transformers import PreTrainedTokenizerBase
+
+from textgym.episode import PromptEncoder, Truncation, score_episodes
+from textgym.models import SMOLLM2_ALIAS, shared_tokenizer
+from textgym.rewards.base import RewardSpec, make_reward, reward_name
+from textgym.tasks.base import Prompt, Sample, Task, make_task, prompt_text
+
+
+def resolve_tokenizer(tokenizer: str | PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """A tokenizer object from a name/path/alias (loaded once per process) or the object itself."""
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token (EOS is a common choice)")
+        return tokenizer
+    if isinstance(tokenizer, str):
+        return shared_tokenizer(tokenizer)
+    raise TypeError(f"tokenizer must be a name, path or PreTrainedTokenizerBase, got {type(tokenizer).__name__}")
+
+
+def resolve_vocab(tokenizer: PreTrainedTokenizerBase, vocab_size: int | None) -> tuple[int, int]:
+    """``(V, real)``: the action-space size and the tokenizer's real vocabulary size."""
+    real = len(tokenizer)
+    if vocab_size is None:
+        return real, real
+    if not isinstance(vocab_size, int) or vocab_size < real:
+        raise ValueError(f"vocab_size={vocab_size!r} must be an int >= the tokenizer's {real} tokens")
+    return vocab_size, real
+
+
+def validate_lengths(max_prompt_tokens: int, max_new_tokens: int) -> None:
+    for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def observation_space(length: int, vocab: int) -> spaces.Dict:
+    return spaces.Dict(
+        {
+            "input_ids": spaces.Box(0, vocab - 1, shape=(length,), dtype=np.int64),
+            "attention_mask": spaces.Box(0, 1, shape=(length,), dtype=np.int8),
+        }
+    )
+
+
+class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
+    """Token-level text generation: the agent writes a completion for a task prompt, one token a step.
+
+    ## Observation
+    ``Dict(input_ids=Box(int64, (P+N,)), attention_mask=Box(int8 0/1, (P+N,)))`` with
+    P = ``max_prompt_tokens`` and N = ``max_new_tokens``. The prompt is left-padded into the
+    first P slots; generated tokens fill slots P, P+1, ... in order; the rest is padding
+    (``pad_token_id``, mask 0).
+
+    ## Action
+    ``Discrete(V)``: the id of the next token, V = the tokenizer's vocabulary (or ``vocab_size``
+    when the model's embedding matrix is larger). Ids at or above the tokenizer's real
+    vocabulary raise an error.
+
+    ## Reward
+    0 on every step but the last; on the last, the task reward applied to the decoded
+    completion (``reward(prompts, completions, references, **meta)``). Wrappers may add
+    per-token shaping.
+
+    ## Episode end
+    ``terminated=True`` when the agent emits EOS (``eos_token_id``) or after N tokens; never
+    ``truncated``: the length cap is part of the task, so agents must not bootstrap past it.
+    The final ``info`` holds ``prompt``, ``completion``, ``references``, ``reward_components``,
+    ``num_tokens`` and ``finish_reason`` ("eos" or "length").
+
+    ## Arguments
+    - ``task``: a registered task name (see :func:`textgym.tasks.list_tasks`) or a :class:`Task`.
+    - ``tokenizer``: HF id, local path, alias (default ``"smollm2-135m"``) or a tokenizer.
+    - ``reward``: name, ``"module:function"``, callable or ``{name: weight}`` mix; default: the task's.
+    - ``max_prompt_tokens`` (P, default 128), ``max_new_tokens`` (N, default 32).
+    - ``chat_template``: wrap prompts in the tokenizer's chat template (default True).
+    - ``truncation``: ``"left"`` (default) keeps the end of a long prompt; ``"error"`` raises.
+    - ``split``: task split to sample from (default "train").
+    - ``eos_token_id``: the stop token (default: the tokenizer's EOS).
+    - ``vocab_size``: action-space size when the model's vocabulary is padded beyond the tokenizer's.
+    - ``task_kwargs`` / ``reward_kwargs``: options for the task and reward builders.
+    - ``render_mode``: ``"ansi"`` (returns the text) or ``"human"`` (prints it).
+
+    ## Reset options
+    ``{"prompt": str | chat messages}`` uses that prompt (no references); ``{"index": i}`` uses
+    sample i of the split (fixed order, for evaluation); otherwise a sample is drawn from
+    ``np_random``, so the same seed gives the same episodes.
+
+    ## Version history
+    - v0: initial release.
+
+    ## Example
+    >>> import gymnasium as gym, textgym
+    >>> env = gym.make("TextGen-v0", task="keywords", max_new_tokens=4)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs["input_ids"].shape, int(obs["attention_mask"][128:].sum())
+    ((132,), 0)
+    >>> for token in env.unwrapped.tokenizer.encode(" a dog"):
+    ...     obs, reward, terminated, truncated, info = env.step(token)
+    >>> obs, reward, terminated, truncated, info = env.step(env.unwrapped.eos_token_id)
+    >>> terminated, info["completion"], info["finish_reason"]
+    (True, 'a dog', 'eos')
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: str | Task = "keywords",
+        tokenizer: str | PreTrainedTokenizerBase = SMOLLM2_ALIAS,
+        reward: RewardSpec | None = None,
+        max_prompt_tokens: int = 128,
+        max_new_tokens: int = 32,
+        chat_template: bool = True,
+        truncation: Truncation = "left",
+        split: str = "train",
+        eos_token_id: int | None = None,
+        vocab_size: int | None = None,
+        task_kwargs: Mapping[str, Any] | None = None,
+        reward_kwargs: Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        validate_lengths(max_prompt_tokens, max_new_tokens)
+        self.task = make_task(task, **dict(task_kwargs or {}))
+        self.split = split
+        self.task.split(split)  # fail early on a missing split
+        self.tokenizer = resolve_tokenizer(tokenizer)
+        self.reward_fn = make_reward(self.task.default_reward if reward is None else reward, **dict(reward_kwargs or {}))
+        self.vocab_size, self._real_vocab = resolve_vocab(self.tokenizer, vocab_size)
+        self.eos_token_id = self.tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
+        if self.eos_token_id is None or not 0 <= self.eos_token_id < self._real_vocab:
+            raise ValueError(f"eos_token_id={self.eos_token_id!r} is not a token id of the tokenizer")
+        self.pad_token_id = int(self.tokenizer.pad_token_id)
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.render_mode = render_mode
+        self.encoder = PromptEncoder(self.tokenizer, max_prompt_tokens, chat_template, truncation)
+
+        length = max_prompt_tokens + max_new_tokens
+        self.observation_space = observation_space(length, self.vocab_size)
+        self.action_space = spaces.Discrete(self.vocab_size)
+        self._ids = np.full(length, self.pad_token_id, dtype=np.int64)
+        self._mask = np.zeros(length, dtype=np.int8)
+        self._num_generated = 0
+        self._active = False
+        self._sample: Sample | None = None
+
+    # -- episode -----------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._sample, key, index = self._choose_sample(options or {})
+        prompt_ids = self.encoder.encode(self._sample.prompt, cache_key=key)
+        P = self.max_prompt_tokens
+        self._ids.fill(self.pad_token_id)
+        self._mask.fill(0)
+        self._ids[P - prompt_ids.size : P] = prompt_ids
+        self._mask[P - prompt_ids.size : P] = 1
+        self._num_generated = 0
+        self._active = True
+        info = {"prompt": prompt_text(self._sample.prompt), "index": index, "prompt_tokens": int(prompt_ids.size)}
+        return self._observation(), info
+
+    def _choose_sample(self, options: Mapping[str, Any]) -> tuple[Sample, Any, int | None]:
+        unknown = set(options) - {"prompt", "index"}
+        if unknown or len(options) > 1:
+            raise ValueError(f"reset options take one of 'prompt' or 'index', got {sorted(options)}")
+        if "prompt" in options:
+            prompt: Prompt = options["prompt"]
+            if not isinstance(prompt, (str, list)):
+                raise TypeError(f"options['prompt'] must be str or chat messages, got {type(prompt).__name__}")
+            return Sample(prompt), None, None
+        samples = self.task.split(self.split)
+        if "index" in options:
+            index = options["index"]
+            if not isinstance(index, (int, np.integer)) or not 0 <= index < len(samples):
+                raise ValueError(f"options['index']={index!r} must be an int in [0, {len(samples)})")
+            index = int(index)
+        else:
+            index = int(self.np_random.integers(len(samples)))
+        return samples[index], (self.split, index), index
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if not self._active:
+            raise RuntimeError("step() called before reset() or after the episode ended; call reset() first")
+        token = self._check_action(action)
+        slot = self.max_prompt_tokens + self._num_generated
+        self._ids[slot] = token
+        self._mask[slot] = 1
+        self._num_generated += 1
+        if token != self.eos_token_id and self._num_generated < self.max_new_tokens:
+            return self._observation(), 0.0, False, False, {}
+        self._active = False
+        return self._observation(), *self._finish(token == self.eos_token_id)
+
+    def _check_action(self, action: Any) -> int:
+        if isinstance(action, (int, np.integer)) and not isinstance(action, bool):
+            token = int(action)
+        elif isinstance(action, np.ndarray) and action.shape in ((), (1,)) and action.dtype.kind in "iu":
+            token = int(action.reshape(()))
+        else:
+            raise TypeError(f"action must be an int token id, got {type(action).__name__} {action!r}")
+        if not 0 <= token < self._real_vocab:
+            raise ValueError(f"action {token} is outside the tokenizer's vocabulary [0, {self._real_vocab})")
+        return token
+
+    def _finish(self, hit_eos: bool) -> tuple[float, bool, bool, dict[str, Any]]:
+        assert self._sample is not None
+        start = self.max_prompt_tokens
+        end = start + self._num_generated - int(hit_eos)
+        prompt = prompt_text(self._sample.prompt)
+        references = list(self._sample.references)
+        completions, total, components = score_episodes(
+            self.reward_fn, self.tokenizer, [prompt], [self._ids[start:end]], [references], [self._sample.meta]
+        )
+        info = {
+            "prompt": prompt,
+            "completion": completions[0],
+            "references": references,
+            "reward_components": {k: float(v[0]) for k, v in components.items()},
+            "num_tokens": self._num_generated,
+            "finish_reason": "eos" if hit_eos else "length",
+        }
+        return float(total[0]), True, False, info
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
+
+    # -- rendering ---------------------------------------------------------------------------
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
+            return None
+        start = self.max_prompt_tokens
+        prompt = self.tokenizer.decode(self._ids[:start][self._mask[:start].astype(bool)])
+        completion = self.tokenizer.decode(self._ids[start : start + self._num_generated])
+        text = f"{prompt}\x1b[1m{completion}\x1b[0m" if self.render_mode == "human" else f"{prompt}[{completion}]"
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def __repr__(self) -> str:
+        return (
+            f"TextGenEnv(task={self.task.name!r}, reward={reward_name(self.reward_fn)!r}, "
+            f"P={self.max_prompt_tokens}, N={self.max_new_tokens}, V={self.vocab_size})"
+        )

@@ -1,0 +1,186 @@
+"""The reward protocol, its validation, weighted mixes and the registry by name.
+
+A reward is any batched callable::
+
+    fn(prompts: list[str], completions: list[str], references: list[list[str]] | None, **meta)
+        -> np.ndarray  # float32, shape (B,)
+
+``meta`` holds per-sample task metadata, batched: ``meta["keywords"][i]`` belongs to sample ``i``.
+Rewards must accept and ignore meta keys they do not use (``**meta``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class RewardFn(Protocol):
+    """A batched reward: one float per (prompt, completion) pair."""
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> np.ndarray: ...
+
+
+RewardSpec = Union[str, RewardFn, Mapping[str, float], Sequence[tuple[Any, float]]]
+"""What :func:`make_reward` accepts: a name, ``"module:function"``, a callable, or a weighted mix."""
+
+
+def reward_name(fn: Any) -> str:
+    """A readable name for a reward callable (its ``name`` attribute, function or class name)."""
+    name = getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    return str(name)
+
+
+def validate_rewards(values: Any, batch_size: int, name: str) -> np.ndarray:
+    """Return ``values`` as float32 of shape (batch_size,), or raise an error naming the reward."""
+    try:
+        arr = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"reward {name!r} returned {type(values).__name__}, not an array of floats") from exc
+    if arr.shape != (batch_size,):
+        raise ValueError(
+            f"reward {name!r} returned shape {arr.shape}; expected ({batch_size},), one float per completion"
+        )
+    if not np.all(np.isfinite(arr)):
+        bad = np.flatnonzero(~np.isfinite(arr)).tolist()
+        raise ValueError(f"reward {name!r} returned NaN or inf at batch positions {bad}")
+    return arr
+
+
+def score(
+    fn: RewardFn,
+    prompts: list[str],
+    completions: list[str],
+    references: list[list[str]] | None,
+    **meta: Any,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Call a reward and return ``(total, components)``, all validated float32 arrays.
+
+    A reward with a ``components(...)`` method (such as :class:`WeightedSum`) reports each
+    term; any other reward reports itself as the single component.
+    """
+    batch = len(completions)
+    name = reward_name(fn)
+    components_fn = getattr(fn, "components", None)
+    if callable(components_fn):
+        parts = components_fn(prompts, completions, references, **meta)
+        parts = {k: validate_rewards(v, batch, k) for k, v in parts.items()}
+        total = validate_rewards(fn.combine(parts), batch, name)  # type: ignore[attr-defined]
+        return total, parts
+    total = validate_rewards(fn(prompts, completions, references, **meta), batch, name)
+    return total, {name: total}
+
+
+class WeightedSum:
+    """``sum_i w_i * r_i`` over named rewards; each term is reported as a component.
+
+    >>> def one(p, c, r, **m): return np.ones(len(c))
+    >>> def length(p, c, r, **m): return np.array([len(x) for x in c], dtype=float)
+    >>> mix = WeightedSum([(one, 0.5), (length, 2.0)])
+    >>> mix(["p", "p"], ["ab", "abc"], None).tolist()
+    [4.5, 6.5]
+    """
+
+    name = "weighted_sum"
+
+    def __init__(self, terms: Sequence[tuple[RewardFn, float]]) -> None:
+        if not terms:
+            raise ValueError("WeightedSum needs at least one (reward, weight) term")
+        self.terms: list[tuple[str, RewardFn, float]] = []
+        seen: dict[str, int] = {}
+        for fn, weight in terms:
+            if not callable(fn):
+                raise TypeError(f"WeightedSum term {fn!r} is not callable")
+            base = reward_name(fn)
+            seen[base] = seen.get(base, 0) + 1
+            label = base if seen[base] == 1 else f"{base}_{seen[base]}"
+            self.terms.append((label, fn, float(weight)))
+
+    def components(
+        self, prompts: list[str], completions: list[str], references: list[list[str]] | None, **meta: Any
+    ) -> dict[str, np.ndarray]:
+        return {
+            label: validate_rewards(fn(prompts, completions, references, **meta), len(completions), label)
+            for label, fn, _ in self.terms
+        }
+
+    def combine(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        return sum(w * parts[label] for label, _, w in self.terms).astype(np.float32)
+
+    def __call__(
+        self, prompts: list[str], completions: list[str], references: list[list[str]] | None, **meta: Any
+    ) -> np.ndarray:
+        return self.combine(self.components(prompts, completions, references, **meta))
+
+    def __repr__(self) -> str:
+        return "WeightedSum(" + ", ".join(f"{label}*{w:g}" for label, _, w in self.terms) + ")"
+
+
+RewardBuilder = Callable[..., RewardFn]
+_REWARDS: dict[str, RewardBuilder] = {}
+
+
+def register_reward(name: str, builder: RewardBuilder) -> None:
+    """Register ``builder(**kwargs) -> RewardFn`` under ``name`` (lower case)."""
+    _REWARDS[name.lower()] = builder
+
+
+def list_rewards() -> list[str]:
+    """Names accepted by :func:`make_reward` (besides ``"module:function"``)."""
+    return sorted(_REWARDS)
+
+
+def _from_import_path(path: str) -> RewardFn:
+    module_name, _, attr = path.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"reward {path!r}: cannot import {attr!r} from module {module_name!r} ({exc})") from exc
+    if not callable(obj):
+        raise TypeError(f"reward {path!r} is not callable")
+    return obj
+
+
+def make_reward(spec: RewardSpec, **kwargs: Any) -> RewardFn:
+    """Resolve a reward specification.
+
+    Accepts a registered name (``"rouge_l"``), ``"package.module:function"``, any callable,
+    a mapping ``{spec: weight}`` or a list of ``(spec, weight)`` pairs (a :class:`WeightedSum`).
+    ``kwargs`` go to the builder of a registered name.
+
+    >>> make_reward({"length": 1.0, "repetition": 0.5})
+    WeightedSum(length*1, repetition*0.5)
+    """
+    if isinstance(spec, str):
+        key = spec.lower()
+        if key in _REWARDS:
+            return _REWARDS[key](**kwargs)
+        if ":" in spec:
+            if kwargs:
+                raise TypeError(f"reward {spec!r}: options {sorted(kwargs)} only apply to registered names")
+            return _from_import_path(spec)
+        raise ValueError(
+            f"unknown reward {spec!r}; registered rewards: {', '.join(list_rewards())}, "
+            "or 'package.module:function', a callable, or a {name: weight} mix"
+        )
+    if kwargs:
+        raise TypeError(f"reward options {sorted(kwargs)} only apply to a registered reward name")
+    if isinstance(spec, Mapping):
+        return WeightedSum([(make_reward(k), float(w)) for k, w in spec.items()])
+    if callable(spec):
+        return spec
+    if isinstance(spec, Sequence) and all(isinstance(t, tuple) and len(t) == 2 for t in spec):
+        return WeightedSum([(make_reward(k), float(w)) for k, w in spec])
+    raise TypeError(
+        f"reward must be a name, 'module:function', a callable or a weighted mix, got {type(spec).__name__}"
+    )

@@ -1,0 +1,288 @@
+"""TextGenVectorEnv: B text-generation episodes stepped with numpy array operations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from transformers import PreTrainedTokenizerBase
+
+from textgym.env import observation_space, resolve_tokenizer, resolve_vocab, validate_lengths
+from textgym.episode import PromptEncoder, Truncation, score_episodes
+from textgym.models import SMOLLM2_ALIAS
+from textgym.rewards.base import RewardSpec, make_reward
+from textgym.tasks.base import Sample, Task, make_task, prompt_text
+
+
+class TextGenVectorEnv(VectorEnv):
+    """A native batch of :class:`~textgym.env.TextGenEnv` episodes.
+
+    Observations, actions, rewards and flags are arrays with a leading batch axis B; the spaces
+    are the single env's batched. All episodes that end in one step are decoded and scored with
+    ONE reward call. Takes every argument of :class:`~textgym.env.TextGenEnv` plus:
+
+    - ``num_envs`` (B).
+    - ``autoreset_mode``: Gymnasium's ``NEXT_STEP`` (default), ``SAME_STEP`` (final observation
+      and info under ``info["final_obs"]``/``info["final_info"]``) or ``DISABLED``. With
+      DISABLED, a finished sub-env idles (its actions are ignored, reward 0, both flags False)
+      until ``reset(options={"reset_mask": mask})``: this gives lockstep batches whose rows
+      all append at the same column, which a KV-cache policy wants.
+    - ``copy``: return copies of the observation buffers (default True); False returns the
+      internal buffers, which the next step overwrites.
+
+    Reset options: ``reset_mask`` (bool (B,)), ``prompt`` (one prompt, or a list of B),
+    ``index`` (an int or a list of B sample indices of the split). Finished episodes put
+    ``completion``, ``references``, ``prompt``, ``num_tokens``, ``finish_reason`` and
+    ``reward/<component>`` into ``info``, each with its ``_key`` mask (Gymnasium's convention).
+
+    >>> import gymnasium as gym, textgym
+    >>> envs = gym.make_vec("TextGen-v0", num_envs=3, max_new_tokens=2)
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs["input_ids"].shape
+    (3, 130)
+    >>> eos = envs.unwrapped.eos_token_id
+    >>> obs, reward, terminated, truncated, info = envs.step(np.array([eos, 42, 42]))
+    >>> terminated.tolist(), info["_completion"].tolist()
+    ([True, False, False], [True, False, False])
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        task: str | Task = "keywords",
+        tokenizer: str | PreTrainedTokenizerBase = SMOLLM2_ALIAS,
+        reward: RewardSpec | None = None,
+        max_prompt_tokens: int = 128,
+        max_new_tokens: int = 32,
+        chat_template: bool = True,
+        truncation: Truncation = "left",
+        split: str = "train",
+        eos_token_id: int | None = None,
+        vocab_size: int | None = None,
+        task_kwargs: Mapping[str, Any] | None = None,
+        reward_kwargs: Mapping[str, Any] | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        copy: bool = True,
+        render_mode: str | None = None,
+    ) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        validate_lengths(max_prompt_tokens, max_new_tokens)
+        try:
+            self.autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            allowed = [m.value for m in AutoresetMode]
+            raise ValueError(f"autoreset_mode must be one of {allowed}, got {autoreset_mode!r}") from None
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode must be 'ansi' or None for the vector env, got {render_mode!r}")
+        self.metadata = {"autoreset_mode": self.autoreset_mode, "render_modes": ["ansi"]}
+        self.render_mode = render_mode
+        self.num_envs = num_envs
+        self.task = make_task(task, **dict(task_kwargs or {}))
+        self.split = split
+        self.task.split(split)
+        self.tokenizer = resolve_tokenizer(tokenizer)
+        self.reward_fn = make_reward(self.task.default_reward if reward is None else reward, **dict(reward_kwargs or {}))
+        self.vocab_size, self._real_vocab = resolve_vocab(self.tokenizer, vocab_size)
+        self.eos_token_id = self.tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
+        if self.eos_token_id is None or not 0 <= self.eos_token_id < self._real_vocab:
+            raise ValueError(f"eos_token_id={self.eos_token_id!r} is not a token id of the tokenizer")
+        self.pad_token_id = int(self.tokenizer.pad_token_id)
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.encoder = PromptEncoder(self.tokenizer, max_prompt_tokens, chat_template, truncation)
+        self.copy = copy
+
+        length = max_prompt_tokens + max_new_tokens
+        self.single_observation_space = observation_space(length, self.vocab_size)
+        self.single_action_space = spaces.Discrete(self.vocab_size)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+        B = num_envs
+        self._ids = np.full((B, length), self.pad_token_id, dtype=np.int64)  # (B, P+N)
+        self._mask = np.zeros((B, length), dtype=np.int8)  # (B, P+N)
+        self._num_generated = np.zeros(B, dtype=np.int64)
+        self._active = np.zeros(B, dtype=bool)
+        self._needs_reset = np.zeros(B, dtype=bool)  # NEXT_STEP: reset these at the next step
+        self._samples: list[Sample | None] = [None] * B
+        self._rows = np.arange(B)
+        self._zeros_f = np.zeros(B, dtype=np.float32)
+        self._false = np.zeros(B, dtype=bool)
+        self._np_random, _ = seeding.np_random()
+        self._started = False
+
+    @property
+    def active(self) -> np.ndarray:
+        """Bool (B,): the sub-envs with an episode in progress (a copy)."""
+        return self._active.copy()
+
+    # -- reset -------------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if seed is not None:
+            self._np_random, self._np_random_seed = seeding.np_random(seed)
+        options = dict(options or {})
+        unknown = set(options) - {"reset_mask", "prompt", "index"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: reset_mask, prompt, index")
+        if "prompt" in options and "index" in options:
+            raise ValueError("reset options take 'prompt' or 'index', not both")
+        mask = options.pop("reset_mask", None)
+        if mask is None:
+            rows = self._rows
+        else:
+            mask = np.asarray(mask)
+            if mask.shape != (self.num_envs,) or mask.dtype != bool:
+                raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}")
+            if not self._started and not mask.all():
+                raise ValueError("the first reset() must reset every sub-env; omit reset_mask or pass all True")
+            rows = np.flatnonzero(mask)
+        self._reset_rows(rows, options)
+        self._started = True
+        info: dict[str, Any] = {}
+        self._put_info(info, "prompt", rows, [prompt_text(self._samples[i].prompt) for i in rows])  # type: ignore[union-attr]
+        return self._observation(), info
+
+    def _reset_rows(self, rows: np.ndarray, options: Mapping[str, Any]) -> None:
+        samples = self.task.split(self.split)
+        for j, i in enumerate(rows):
+            key: Any = None
+            if "prompt" in options:
+                prompt = options["prompt"]
+                if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+                    prompt = prompt[j] if len(prompt) == len(rows) else self._bad_per_row("prompt", len(rows))
+                sample = Sample(prompt)
+            else:
+                if "index" in options:
+                    index = options["index"]
+                    if isinstance(index, Sequence) or isinstance(index, np.ndarray):
+                        index = index[j] if len(index) == len(rows) else self._bad_per_row("index", len(rows))
+                    if not isinstance(index, (int, np.integer)) or not 0 <= index < len(samples):
+                        raise ValueError(f"index {index!r} must be an int in [0, {len(samples)})")
+                else:
+                    index = self._np_random.integers(len(samples))
+                key = (self.split, int(index))
+                sample = samples[int(index)]
+            prompt_ids = self.encoder.encode(sample.prompt, cache_key=key)
+            P = self.max_prompt_tokens
+            self._ids[i].fill(self.pad_token_id)
+            self._mask[i].fill(0)
+            self._ids[i, P - prompt_ids.size : P] = prompt_ids
+            self._mask[i, P - prompt_ids.size : P] = 1
+            self._samples[i] = sample
+        self._num_generated[rows] = 0
+        self._active[rows] = True
+        self._needs_reset[rows] = False
+
+    @staticmethod
+    def _bad_per_row(name: str, count: int) -> Any:
+        raise ValueError(f"reset option {name!r} as a list needs one entry per reset sub-env ({count})")
+
+    # -- step --------------------------------------------------------------------------------
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("step() called before reset(); call reset() first")
+        actions = self._check_actions(actions)
+        info: dict[str, Any] = {}
+        restarting = np.flatnonzero(self._needs_reset)
+        if restarting.size:  # NEXT_STEP autoreset: these rows start afresh and ignore their action
+            self._reset_rows(restarting, {})
+            self._active[restarting] = False  # not stepped this call
+        stepping = self._active
+        if not stepping.any():
+            self._active[restarting] = True
+            return self._observation(), self._zeros_f.copy(), self._false.copy(), self._false.copy(), info
+        slots = self.max_prompt_tokens + self._num_generated
+        self._ids[self._rows[stepping], slots[stepping]] = actions[stepping]
+        self._mask[self._rows[stepping], slots[stepping]] = 1
+        self._num_generated += stepping
+        hit_eos = stepping & (actions == self.eos_token_id)
+        ended = hit_eos | (stepping & (self._num_generated >= self.max_new_tokens))
+        rewards = np.zeros(self.num_envs, dtype=np.float32)
+        if ended.any():
+            self._finish(np.flatnonzero(ended), hit_eos, rewards, info)
+            self._active[ended] = False
+        self._active[restarting] = True
+        terminated = ended
+        observation = self._observation()
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._needs_reset |= ended
+        elif self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
+            info["final_obs"] = np.array([None] * self.num_envs, dtype=object)
+            for i in np.flatnonzero(ended):
+                info["final_obs"][i] = {k: v[i].copy() for k, v in observation.items()}
+            info["_final_obs"] = ended.copy()
+            info["final_info"] = {k: v for k, v in info.items() if not k.startswith(("final", "_final"))}
+            info["_final_info"] = ended.copy()
+            self._reset_rows(np.flatnonzero(ended), {})
+            observation = self._observation()
+        return observation, rewards, terminated, self._false.copy(), info
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        arr = np.asarray(actions)
+        if arr.shape != (self.num_envs,) or arr.dtype.kind not in "iu":
+            raise TypeError(
+                f"actions must be an int array of shape ({self.num_envs},), got {arr.dtype} {arr.shape}"
+            )
+        low, high = arr.min(), arr.max()
+        if low < 0 or high >= self._real_vocab:
+            bad = arr[(arr < 0) | (arr >= self._real_vocab)][0]
+            raise ValueError(f"action {bad} is outside the tokenizer's vocabulary [0, {self._real_vocab})")
+        return arr
+
+    def _finish(self, rows: np.ndarray, hit_eos: np.ndarray, rewards: np.ndarray, info: dict[str, Any]) -> None:
+        """Decode and score every episode that ended this step with one reward call."""
+        P = self.max_prompt_tokens
+        samples = [self._samples[i] for i in rows]
+        prompts = [prompt_text(s.prompt) for s in samples]  # type: ignore[union-attr]
+        references = [list(s.references) for s in samples]  # type: ignore[union-attr]
+        ends = P + self._num_generated[rows] - hit_eos[rows]
+        completion_ids = [self._ids[i, P:end] for i, end in zip(rows, ends)]
+        metas = [s.meta for s in samples]  # type: ignore[union-attr]
+        completions, total, components = score_episodes(
+            self.reward_fn, self.tokenizer, prompts, completion_ids, references, metas
+        )
+        rewards[rows] = total
+        self._put_info(info, "prompt", rows, prompts)
+        self._put_info(info, "completion", rows, completions)
+        self._put_info(info, "references", rows, references)
+        self._put_info(info, "num_tokens", rows, self._num_generated[rows])
+        self._put_info(info, "finish_reason", rows, np.where(hit_eos[rows], "eos", "length"))
+        for name, values in components.items():
+            self._put_info(info, f"reward/{name}", rows, values)
+
+    def _put_info(self, info: dict[str, Any], key: str, rows: np.ndarray, values: Any) -> None:
+        array = np.zeros(self.num_envs, dtype=np.float32 if key.startswith("reward/") else object)
+        if key == "num_tokens":
+            array = np.zeros(self.num_envs, dtype=np.int64)
+        for i, value in zip(rows, values):
+            array[i] = value
+        present = np.zeros(self.num_envs, dtype=bool)
+        present[rows] = True
+        info[key], info["_" + key] = array, present
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        if self.copy:
+            return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
+        return {"input_ids": self._ids, "attention_mask": self._mask}
+
+    def render(self) -> tuple[str, ...] | None:
+        if self.render_mode != "ansi":
+            return None
+        P = self.max_prompt_tokens
+        return tuple(
+            self.tokenizer.decode(self._ids[i, :P][self._mask[i, :P].astype(bool)])
+            + "["
+            + self.tokenizer.decode(self._ids[i, P : P + self._num_generated[i]])
+            + "]"
+            for i in range(self.num_envs)
+        )
