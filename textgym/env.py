@@ -20,11 +20,15 @@ def resolve_tokenizer(tokenizer: str | PreTrainedTokenizerBase) -> PreTrainedTok
     """A tokenizer object from a name/path/alias (loaded once per process) or the object itself."""
     if isinstance(tokenizer, PreTrainedTokenizerBase):
         if tokenizer.pad_token_id is None:
-            raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token (EOS is a common choice)")
+            raise ValueError(
+                "the tokenizer has no pad token; set tokenizer.pad_token (EOS is a common choice)"
+            )
         return tokenizer
     if isinstance(tokenizer, str):
         return shared_tokenizer(tokenizer)
-    raise TypeError(f"tokenizer must be a name, path or PreTrainedTokenizerBase, got {type(tokenizer).__name__}")
+    raise TypeError(
+        f"tokenizer must be a name, path or PreTrainedTokenizerBase, got {type(tokenizer).__name__}"
+    )
 
 
 def resolve_vocab(tokenizer: PreTrainedTokenizerBase, vocab_size: int | None) -> tuple[int, int]:
@@ -33,12 +37,17 @@ def resolve_vocab(tokenizer: PreTrainedTokenizerBase, vocab_size: int | None) ->
     if vocab_size is None:
         return real, real
     if not isinstance(vocab_size, int) or vocab_size < real:
-        raise ValueError(f"vocab_size={vocab_size!r} must be an int >= the tokenizer's {real} tokens")
+        raise ValueError(
+            f"vocab_size={vocab_size!r} must be an int >= the tokenizer's {real} tokens"
+        )
     return vocab_size, real
 
 
 def validate_lengths(max_prompt_tokens: int, max_new_tokens: int) -> None:
-    for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
+    for name, value in (
+        ("max_prompt_tokens", max_prompt_tokens),
+        ("max_new_tokens", max_new_tokens),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
@@ -104,7 +113,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     >>> obs, info = env.reset(seed=0)
     >>> obs["input_ids"].shape, int(obs["attention_mask"][128:].sum())
     ((132,), 0)
-    >>> for token in env.unwrapped.tokenizer.encode(" a dog"):
+    >>> for token in env.unwrapped.tokenizer.encode("a dog"):
     ...     obs, reward, terminated, truncated, info = env.step(token)
     >>> obs, reward, terminated, truncated, info = env.step(env.unwrapped.eos_token_id)
     >>> terminated, info["completion"], info["finish_reason"]
@@ -130,17 +139,25 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         validate_lengths(max_prompt_tokens, max_new_tokens)
         self.task = make_task(task, **dict(task_kwargs or {}))
         self.split = split
         self.task.split(split)  # fail early on a missing split
         self.tokenizer = resolve_tokenizer(tokenizer)
-        self.reward_fn = make_reward(self.task.default_reward if reward is None else reward, **dict(reward_kwargs or {}))
+        self.reward_fn = make_reward(
+            self.task.default_reward if reward is None else reward, **dict(reward_kwargs or {})
+        )
         self.vocab_size, self._real_vocab = resolve_vocab(self.tokenizer, vocab_size)
-        self.eos_token_id = self.tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
+        self.eos_token_id = (
+            self.tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
+        )
         if self.eos_token_id is None or not 0 <= self.eos_token_id < self._real_vocab:
-            raise ValueError(f"eos_token_id={self.eos_token_id!r} is not a token id of the tokenizer")
+            raise ValueError(
+                f"eos_token_id={self.eos_token_id!r} is not a token id of the tokenizer"
+            )
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens
@@ -170,23 +187,33 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self._mask[P - prompt_ids.size : P] = 1
         self._num_generated = 0
         self._active = True
-        info = {"prompt": prompt_text(self._sample.prompt), "index": index, "prompt_tokens": int(prompt_ids.size)}
+        info = {
+            "prompt": prompt_text(self._sample.prompt),
+            "index": index,
+            "prompt_tokens": int(prompt_ids.size),
+        }
         return self._observation(), info
 
     def _choose_sample(self, options: Mapping[str, Any]) -> tuple[Sample, Any, int | None]:
         unknown = set(options) - {"prompt", "index"}
         if unknown or len(options) > 1:
-            raise ValueError(f"reset options take one of 'prompt' or 'index', got {sorted(options)}")
+            raise ValueError(
+                f"reset options take one of 'prompt' or 'index', got {sorted(options)}"
+            )
         if "prompt" in options:
             prompt: Prompt = options["prompt"]
             if not isinstance(prompt, (str, list)):
-                raise TypeError(f"options['prompt'] must be str or chat messages, got {type(prompt).__name__}")
+                raise TypeError(
+                    f"options['prompt'] must be str or chat messages, got {type(prompt).__name__}"
+                )
             return Sample(prompt), None, None
         samples = self.task.split(self.split)
         if "index" in options:
             index = options["index"]
             if not isinstance(index, (int, np.integer)) or not 0 <= index < len(samples):
-                raise ValueError(f"options['index']={index!r} must be an int in [0, {len(samples)})")
+                raise ValueError(
+                    f"options['index']={index!r} must be an int in [0, {len(samples)})"
+                )
             index = int(index)
         else:
             index = int(self.np_random.integers(len(samples)))
@@ -194,7 +221,9 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if not self._active:
-            raise RuntimeError("step() called before reset() or after the episode ended; call reset() first")
+            raise RuntimeError(
+                "step() called before reset() or after the episode ended; call reset() first"
+            )
         token = self._check_action(action)
         slot = self.max_prompt_tokens + self._num_generated
         self._ids[slot] = token
@@ -208,12 +237,20 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     def _check_action(self, action: Any) -> int:
         if isinstance(action, (int, np.integer)) and not isinstance(action, bool):
             token = int(action)
-        elif isinstance(action, np.ndarray) and action.shape in ((), (1,)) and action.dtype.kind in "iu":
+        elif (
+            isinstance(action, np.ndarray)
+            and action.shape in ((), (1,))
+            and action.dtype.kind in "iu"
+        ):
             token = int(action.reshape(()))
         else:
-            raise TypeError(f"action must be an int token id, got {type(action).__name__} {action!r}")
+            raise TypeError(
+                f"action must be an int token id, got {type(action).__name__} {action!r}"
+            )
         if not 0 <= token < self._real_vocab:
-            raise ValueError(f"action {token} is outside the tokenizer's vocabulary [0, {self._real_vocab})")
+            raise ValueError(
+                f"action {token} is outside the tokenizer's vocabulary [0, {self._real_vocab})"
+            )
         return token
 
     def _finish(self, hit_eos: bool) -> tuple[float, bool, bool, dict[str, Any]]:
@@ -223,7 +260,12 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         prompt = prompt_text(self._sample.prompt)
         references = list(self._sample.references)
         completions, total, components = score_episodes(
-            self.reward_fn, self.tokenizer, [prompt], [self._ids[start:end]], [references], [self._sample.meta]
+            self.reward_fn,
+            self.tokenizer,
+            [prompt],
+            [self._ids[start:end]],
+            [references],
+            [self._sample.meta],
         )
         info = {
             "prompt": prompt,
@@ -241,12 +283,18 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     # -- rendering ---------------------------------------------------------------------------
     def render(self) -> str | None:
         if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
+            gym.logger.warn(
+                "render() called without a render_mode; pass render_mode='ansi' or 'human'"
+            )
             return None
         start = self.max_prompt_tokens
         prompt = self.tokenizer.decode(self._ids[:start][self._mask[:start].astype(bool)])
         completion = self.tokenizer.decode(self._ids[start : start + self._num_generated])
-        text = f"{prompt}\x1b[1m{completion}\x1b[0m" if self.render_mode == "human" else f"{prompt}[{completion}]"
+        text = (
+            f"{prompt}\x1b[1m{completion}\x1b[0m"
+            if self.render_mode == "human"
+            else f"{prompt}[{completion}]"
+        )
         if self.render_mode == "human":
             print(text)
             return None

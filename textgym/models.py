@@ -75,7 +75,9 @@ def _cache_smollm2() -> Path:
 
     tmp = _atomic_dir(target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     tokenizer.save_pretrained(tmp)
     # save_pretrained refuses GGUF-loaded models; the embeddings are tied, so lm_head is dropped.
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
@@ -123,7 +125,9 @@ def resolve(name_or_path: str | os.PathLike[str]) -> str:
     return name
 
 
-def load_tokenizer(name_or_path: str | os.PathLike[str] = SMOLLM2_ALIAS, **kwargs: Any) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    name_or_path: str | os.PathLike[str] = SMOLLM2_ALIAS, **kwargs: Any
+) -> PreTrainedTokenizerBase:
     """A tokenizer with a pad token (EOS is used as pad when the tokenizer has none)."""
     tokenizer = AutoTokenizer.from_pretrained(resolve(name_or_path), **kwargs)
     if tokenizer.pad_token_id is None:
@@ -138,7 +142,9 @@ def load_model(
     **kwargs: Any,
 ) -> torch.nn.Module:
     """A causal LM in eval mode on ``device`` (default CPU) with ``dtype`` (default float32)."""
-    model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path), dtype=dtype or torch.float32, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve(name_or_path), dtype=dtype or torch.float32, **kwargs
+    )
     return model.to(device or "cpu").eval()
 
 

@@ -19,6 +19,18 @@ from textgym.rewards.base import RewardSpec, make_reward
 from textgym.tasks.base import Sample, Task, make_task, prompt_text
 
 
+def parse_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
+    """An :class:`AutoresetMode` from itself, its value ("NextStep") or name ("next_step")."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    key = str(mode).replace("_", "").lower()
+    for member in AutoresetMode:
+        if key in (member.value.lower(), member.name.replace("_", "").lower()):
+            return member
+    allowed = [m.name.lower() for m in AutoresetMode]
+    raise ValueError(f"autoreset_mode must be one of {allowed} or an AutoresetMode, got {mode!r}")
+
+
 class TextGenVectorEnv(VectorEnv):
     """A native batch of :class:`~textgym.env.TextGenEnv` episodes.
 
@@ -73,13 +85,11 @@ class TextGenVectorEnv(VectorEnv):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         validate_lengths(max_prompt_tokens, max_new_tokens)
-        try:
-            self.autoreset_mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            allowed = [m.value for m in AutoresetMode]
-            raise ValueError(f"autoreset_mode must be one of {allowed}, got {autoreset_mode!r}") from None
+        self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be 'ansi' or None for the vector env, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be 'ansi' or None for the vector env, got {render_mode!r}"
+            )
         self.metadata = {"autoreset_mode": self.autoreset_mode, "render_modes": ["ansi"]}
         self.render_mode = render_mode
         self.num_envs = num_envs
@@ -87,11 +97,17 @@ class TextGenVectorEnv(VectorEnv):
         self.split = split
         self.task.split(split)
         self.tokenizer = resolve_tokenizer(tokenizer)
-        self.reward_fn = make_reward(self.task.default_reward if reward is None else reward, **dict(reward_kwargs or {}))
+        self.reward_fn = make_reward(
+            self.task.default_reward if reward is None else reward, **dict(reward_kwargs or {})
+        )
         self.vocab_size, self._real_vocab = resolve_vocab(self.tokenizer, vocab_size)
-        self.eos_token_id = self.tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
+        self.eos_token_id = (
+            self.tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
+        )
         if self.eos_token_id is None or not 0 <= self.eos_token_id < self._real_vocab:
-            raise ValueError(f"eos_token_id={self.eos_token_id!r} is not a token id of the tokenizer")
+            raise ValueError(
+                f"eos_token_id={self.eos_token_id!r} is not a token id of the tokenizer"
+            )
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens
@@ -131,7 +147,9 @@ class TextGenVectorEnv(VectorEnv):
         options = dict(options or {})
         unknown = set(options) - {"reset_mask", "prompt", "index"}
         if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: reset_mask, prompt, index")
+            raise ValueError(
+                f"unknown reset option(s) {sorted(unknown)}; allowed: reset_mask, prompt, index"
+            )
         if "prompt" in options and "index" in options:
             raise ValueError("reset options take 'prompt' or 'index', not both")
         mask = options.pop("reset_mask", None)
@@ -140,9 +158,13 @@ class TextGenVectorEnv(VectorEnv):
         else:
             mask = np.asarray(mask)
             if mask.shape != (self.num_envs,) or mask.dtype != bool:
-                raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}")
+                raise ValueError(
+                    f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}"
+                )
             if not self._started and not mask.all():
-                raise ValueError("the first reset() must reset every sub-env; omit reset_mask or pass all True")
+                raise ValueError(
+                    "the first reset() must reset every sub-env; omit reset_mask or pass all True"
+                )
             rows = np.flatnonzero(mask)
         self._reset_rows(rows, options)
         self._started = True
@@ -157,13 +179,21 @@ class TextGenVectorEnv(VectorEnv):
             if "prompt" in options:
                 prompt = options["prompt"]
                 if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
-                    prompt = prompt[j] if len(prompt) == len(rows) else self._bad_per_row("prompt", len(rows))
+                    prompt = (
+                        prompt[j]
+                        if len(prompt) == len(rows)
+                        else self._bad_per_row("prompt", len(rows))
+                    )
                 sample = Sample(prompt)
             else:
                 if "index" in options:
                     index = options["index"]
                     if isinstance(index, Sequence) or isinstance(index, np.ndarray):
-                        index = index[j] if len(index) == len(rows) else self._bad_per_row("index", len(rows))
+                        index = (
+                            index[j]
+                            if len(index) == len(rows)
+                            else self._bad_per_row("index", len(rows))
+                        )
                     if not isinstance(index, (int, np.integer)) or not 0 <= index < len(samples):
                         raise ValueError(f"index {index!r} must be an int in [0, {len(samples)})")
                 else:
@@ -183,7 +213,9 @@ class TextGenVectorEnv(VectorEnv):
 
     @staticmethod
     def _bad_per_row(name: str, count: int) -> Any:
-        raise ValueError(f"reset option {name!r} as a list needs one entry per reset sub-env ({count})")
+        raise ValueError(
+            f"reset option {name!r} as a list needs one entry per reset sub-env ({count})"
+        )
 
     # -- step --------------------------------------------------------------------------------
     def step(
@@ -200,7 +232,13 @@ class TextGenVectorEnv(VectorEnv):
         stepping = self._active
         if not stepping.any():
             self._active[restarting] = True
-            return self._observation(), self._zeros_f.copy(), self._false.copy(), self._false.copy(), info
+            return (
+                self._observation(),
+                self._zeros_f.copy(),
+                self._false.copy(),
+                self._false.copy(),
+                info,
+            )
         slots = self.max_prompt_tokens + self._num_generated
         self._ids[self._rows[stepping], slots[stepping]] = actions[stepping]
         self._mask[self._rows[stepping], slots[stepping]] = 1
@@ -221,7 +259,9 @@ class TextGenVectorEnv(VectorEnv):
             for i in np.flatnonzero(ended):
                 info["final_obs"][i] = {k: v[i].copy() for k, v in observation.items()}
             info["_final_obs"] = ended.copy()
-            info["final_info"] = {k: v for k, v in info.items() if not k.startswith(("final", "_final"))}
+            info["final_info"] = {
+                k: v for k, v in info.items() if not k.startswith(("final", "_final"))
+            }
             info["_final_info"] = ended.copy()
             self._reset_rows(np.flatnonzero(ended), {})
             observation = self._observation()
@@ -236,10 +276,14 @@ class TextGenVectorEnv(VectorEnv):
         low, high = arr.min(), arr.max()
         if low < 0 or high >= self._real_vocab:
             bad = arr[(arr < 0) | (arr >= self._real_vocab)][0]
-            raise ValueError(f"action {bad} is outside the tokenizer's vocabulary [0, {self._real_vocab})")
+            raise ValueError(
+                f"action {bad} is outside the tokenizer's vocabulary [0, {self._real_vocab})"
+            )
         return arr
 
-    def _finish(self, rows: np.ndarray, hit_eos: np.ndarray, rewards: np.ndarray, info: dict[str, Any]) -> None:
+    def _finish(
+        self, rows: np.ndarray, hit_eos: np.ndarray, rewards: np.ndarray, info: dict[str, Any]
+    ) -> None:
         """Decode and score every episode that ended this step with one reward call."""
         P = self.max_prompt_tokens
         samples = [self._samples[i] for i in rows]

@@ -46,7 +46,9 @@ def validate_rewards(values: Any, batch_size: int, name: str) -> np.ndarray:
     try:
         arr = np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"reward {name!r} returned {type(values).__name__}, not an array of floats") from exc
+        raise TypeError(
+            f"reward {name!r} returned {type(values).__name__}, not an array of floats"
+        ) from exc
     if arr.shape != (batch_size,):
         raise ValueError(
             f"reward {name!r} returned shape {arr.shape}; expected ({batch_size},), one float per completion"
@@ -107,10 +109,16 @@ class WeightedSum:
             self.terms.append((label, fn, float(weight)))
 
     def components(
-        self, prompts: list[str], completions: list[str], references: list[list[str]] | None, **meta: Any
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
     ) -> dict[str, np.ndarray]:
         return {
-            label: validate_rewards(fn(prompts, completions, references, **meta), len(completions), label)
+            label: validate_rewards(
+                fn(prompts, completions, references, **meta), len(completions), label
+            )
             for label, fn, _ in self.terms
         }
 
@@ -118,7 +126,11 @@ class WeightedSum:
         return sum(w * parts[label] for label, _, w in self.terms).astype(np.float32)
 
     def __call__(
-        self, prompts: list[str], completions: list[str], references: list[list[str]] | None, **meta: Any
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
     ) -> np.ndarray:
         return self.combine(self.components(prompts, completions, references, **meta))
 
@@ -145,7 +157,9 @@ def _from_import_path(path: str) -> RewardFn:
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"reward {path!r}: cannot import {attr!r} from module {module_name!r} ({exc})") from exc
+        raise ValueError(
+            f"reward {path!r}: cannot import {attr!r} from module {module_name!r} ({exc})"
+        ) from exc
     if not callable(obj):
         raise TypeError(f"reward {path!r} is not callable")
     return obj
@@ -167,7 +181,9 @@ def make_reward(spec: RewardSpec, **kwargs: Any) -> RewardFn:
             return _REWARDS[key](**kwargs)
         if ":" in spec:
             if kwargs:
-                raise TypeError(f"reward {spec!r}: options {sorted(kwargs)} only apply to registered names")
+                raise TypeError(
+                    f"reward {spec!r}: options {sorted(kwargs)} only apply to registered names"
+                )
             return _from_import_path(spec)
         raise ValueError(
             f"unknown reward {spec!r}; registered rewards: {', '.join(list_rewards())}, "

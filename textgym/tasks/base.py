@@ -34,7 +34,9 @@ class Sample:
     def __post_init__(self) -> None:
         if isinstance(self.prompt, str):
             if not self.prompt.strip():
-                raise ValueError("Sample.prompt is empty; a prompt needs at least one visible character")
+                raise ValueError(
+                    "Sample.prompt is empty; a prompt needs at least one visible character"
+                )
         elif isinstance(self.prompt, list):
             if not self.prompt or not all(
                 isinstance(m, dict) and "role" in m and "content" in m for m in self.prompt
@@ -44,7 +46,9 @@ class Sample:
                     '{"role": ..., "content": ...} dicts'
                 )
         else:
-            raise TypeError(f"Sample.prompt must be str or list of chat messages, got {type(self.prompt).__name__}")
+            raise TypeError(
+                f"Sample.prompt must be str or list of chat messages, got {type(self.prompt).__name__}"
+            )
         if isinstance(self.references, str):
             object.__setattr__(self, "references", (self.references,))
         else:
@@ -78,7 +82,9 @@ class Task:
     ) -> None:
         unknown = set(splits) - set(SPLITS)
         if unknown:
-            raise ValueError(f"task {name!r}: unknown split(s) {sorted(unknown)}; allowed: {list(SPLITS)}")
+            raise ValueError(
+                f"task {name!r}: unknown split(s) {sorted(unknown)}; allowed: {list(SPLITS)}"
+            )
         if not any(len(s) for s in splits.values()):
             raise ValueError(f"task {name!r} has no samples in any split")
         self.name = name
@@ -124,7 +130,9 @@ def make_task(task: str | Task, **kwargs: Any) -> Task:
     """Build a task by registered name, or pass a :class:`Task` through unchanged."""
     if isinstance(task, Task):
         if kwargs:
-            raise TypeError(f"task options {sorted(kwargs)} given with a Task instance; pass them when building it")
+            raise TypeError(
+                f"task options {sorted(kwargs)} given with a Task instance; pass them when building it"
+            )
         return task
     if not isinstance(task, str):
         raise TypeError(f"task must be a registered name or a Task, got {type(task).__name__}")
