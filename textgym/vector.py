@@ -188,7 +188,7 @@ class TextGenVectorEnv(VectorEnv):
             else:
                 if "index" in options:
                     index = options["index"]
-                    if isinstance(index, Sequence) or isinstance(index, np.ndarray):
+                    if isinstance(index, (Sequence, np.ndarray)):
                         index = (
                             index[j]
                             if len(index) == len(rows)
@@ -290,7 +290,7 @@ class TextGenVectorEnv(VectorEnv):
         prompts = [prompt_text(s.prompt) for s in samples]  # type: ignore[union-attr]
         references = [list(s.references) for s in samples]  # type: ignore[union-attr]
         ends = P + self._num_generated[rows] - hit_eos[rows]
-        completion_ids = [self._ids[i, P:end] for i, end in zip(rows, ends)]
+        completion_ids = [self._ids[i, P:end] for i, end in zip(rows, ends, strict=True)]
         metas = [s.meta for s in samples]  # type: ignore[union-attr]
         completions, total, components = score_episodes(
             self.reward_fn, self.tokenizer, prompts, completion_ids, references, metas
@@ -308,7 +308,7 @@ class TextGenVectorEnv(VectorEnv):
         array = np.zeros(self.num_envs, dtype=np.float32 if key.startswith("reward/") else object)
         if key == "num_tokens":
             array = np.zeros(self.num_envs, dtype=np.int64)
-        for i, value in zip(rows, values):
+        for i, value in zip(rows, values, strict=True):
             array[i] = value
         present = np.zeros(self.num_envs, dtype=bool)
         present[rows] = True

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class RewardFn(Protocol):
     ) -> np.ndarray: ...
 
 
-RewardSpec = Union[str, RewardFn, Mapping[str, float], Sequence[tuple[Any, float]]]
+RewardSpec = str | RewardFn | Mapping[str, float] | Sequence[tuple[Any, float]]
 """What :func:`make_reward` accepts: a name, ``"module:function"``, a callable, or a weighted mix."""
 
 

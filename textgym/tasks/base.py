@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 ChatMessages = list[dict[str, str]]
 """A chat prompt: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``."""
 
-Prompt = Union[str, ChatMessages]
+Prompt = str | ChatMessages
 
 SPLITS = ("train", "validation", "test")
 
