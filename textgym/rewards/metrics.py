@@ -139,7 +139,7 @@ class Rouge:
         use_stemmer: Porter-stem tokens before matching ("cats" matches "cat").
 
     >>> rouge = Rouge("rouge1")
-    >>> rouge(["p"], ["the cat sat"], [["a dog ran", "the cats sat down"]]).round(3).tolist()
+    >>> print(rouge(["p"], ["the cat sat"], [["a dog ran", "the cats sat down"]]).round(3))
     [0.857]
     """
 
@@ -427,8 +427,8 @@ class SoftKeywordCoverage(KeywordCoverage):
             :class:`KeywordCoverage`.
 
     >>> soft = SoftKeywordCoverage()
-    >>> soft(["p", "p"], ["a dog", "a dgo"], None, keywords=[["dog"], ["dog"]]).round(3).tolist()
-    [1.0, 0.333]
+    >>> print(soft(["p", "p"], ["a dog", "a dgo"], None, keywords=[["dog"], ["dog"]]).round(3))
+    [1.    0.333]
     """
 
     name = "keyword_coverage_soft"
@@ -517,8 +517,8 @@ class RepetitionPenalty:
         n: the n-gram size (>= 1).
 
     >>> rep = RepetitionPenalty(n=2)
-    >>> rep(["p", "p", "p"], ["a b c d", "a b a b a b", ""], None).round(3).tolist()
-    [0.0, -0.6, 0.0]
+    >>> print(rep(["p", "p", "p"], ["a b c d", "a b a b a b", ""], None).round(3))
+    [ 0.  -0.6  0. ]
     """
 
     name = "repetition"
