@@ -1,0 +1,30 @@
+"""Tasks: where prompts, references and default rewards come from.
+
+Embedded tasks (:mod:`textgym.tasks.embedded`, offline, no data files): ``keywords``,
+``summarize``, ``dialogue``. Real data sets (:mod:`textgym.tasks.datasets`, local files or the
+Hugging Face hub): ``dialogsum``, ``samsum``, ``scitldr``, ``taskmaster4``, ``dailydialog``,
+``cnn_dailymail``, ``xsum``, ``imdb``.
+
+>>> task = make_task("keywords")
+>>> task.split("test")[0].meta["keywords"] == task.split("test")[0].meta["keywords"]
+True
+>>> "dialogsum" in list_tasks()
+True
+"""
+
+from textgym.tasks import datasets, embedded
+from textgym.tasks.base import Sample, Task, list_tasks, make_task, prompt_text, register_task
+from textgym.tasks.datasets import default_data_dir
+
+for _name, _builder in {**embedded.BUILDERS, **datasets.LOADERS}.items():
+    register_task(_name, _builder)
+
+__all__ = [
+    "Sample",
+    "Task",
+    "default_data_dir",
+    "list_tasks",
+    "make_task",
+    "prompt_text",
+    "register_task",
+]
