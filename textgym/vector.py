@@ -128,7 +128,7 @@ class TextGenVectorEnv(VectorEnv):
         self._needs_reset = np.zeros(B, dtype=bool)  # NEXT_STEP: reset these at the next step
         self._samples: list[Sample | None] = [None] * B
         self._rows = np.arange(B)
-        self._zeros_f = np.zeros(B, dtype=np.float32)
+        self._zeros_f = np.zeros(B, dtype=np.float64)
         self._false = np.zeros(B, dtype=bool)
         self._np_random, _ = seeding.np_random()
         self._started = False
@@ -245,7 +245,7 @@ class TextGenVectorEnv(VectorEnv):
         self._num_generated += stepping
         hit_eos = stepping & (actions == self.eos_token_id)
         ended = hit_eos | (stepping & (self._num_generated >= self.max_new_tokens))
-        rewards = np.zeros(self.num_envs, dtype=np.float32)
+        rewards = np.zeros(self.num_envs, dtype=np.float64)  # as SyncVectorEnv
         if ended.any():
             self._finish(np.flatnonzero(ended), hit_eos, rewards, info)
             self._active[ended] = False
