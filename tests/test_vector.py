@@ -128,7 +128,7 @@ def test_length_cap_terminates_every_row_with_info(tokenizer):
         max_new_tokens=N,
     )
     envs.reset(seed=0)
-    for step in range(N):
+    for _ in range(N):
         _, rewards, terminated, truncated, info = envs.step(np.full(B, 300))
         assert not truncated.any()
     assert (
