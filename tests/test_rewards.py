@@ -64,6 +64,24 @@ def test_rouge_hand_computed_values():
     assert call(Rouge("rouge_l"), shuffled, ref)[0] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("use_stemmer", [True, False])
+def test_rouge_matches_rouge_score_package(use_stemmer):
+    from rouge_score import rouge_scorer
+
+    rng = np.random.default_rng(0)
+    vocab = ["The", "cats", "running", "ran", "quickly,", "jumped", "lazy", "dogs;", "42!"]
+    texts = [" ".join(rng.choice(vocab, rng.integers(0, 15))) for _ in range(60)]
+    preds, refs = texts[:20], [[texts[20 + 2 * i], texts[21 + 2 * i]] for i in range(20)]
+    for name, rouge_type in [("rouge1", "rouge1"), ("rouge2", "rouge2"), ("rouge_l", "rougeL")]:
+        plain = rouge_scorer.RougeScorer([rouge_type], use_stemmer=use_stemmer)
+        expected = [
+            plain.score_multi(r, p)[rouge_type].fmeasure for p, r in zip(preds, refs, strict=True)
+        ]
+        rouge = Rouge(name, use_stemmer=use_stemmer)
+        for _ in range(2):  # the second pass runs on memoised tokens
+            np.testing.assert_allclose(call(rouge, preds, refs), expected, rtol=1e-6)
+
+
 def test_rouge_empty_completion_and_bad_variant():
     np.testing.assert_allclose(call(Rouge(), [""], [["the cat"]]), [0.0])
     with pytest.raises(ValueError, match="variant 'rougeLsum' is unknown.*rouge_l"):

@@ -128,6 +128,27 @@ def _options_repr(obj: object, **options: Any) -> str:
 _ROUGE_TYPES = {"rouge1": "rouge1", "rouge2": "rouge2", "rouge_l": "rougeL"}
 
 
+class _RougeTokenizer:
+    """rouge-score's default tokenizer, memoised: Porter stemming is ~75% of ROUGE's cost, and
+    RL batches repeat the same references and words over and over. Same tokens as the original.
+    """
+
+    def __init__(self, use_stemmer: bool, cache_size: int = 8192) -> None:
+        from nltk.stem import porter
+        from rouge_score import tokenize
+
+        self._split = tokenize.tokenize
+        self._stemmer = porter.PorterStemmer() if use_stemmer else None
+        self.stem = functools.lru_cache(maxsize=cache_size * 8)(self._stem)
+        self.tokenize = functools.lru_cache(maxsize=cache_size)(self._tokenize)
+
+    def _stem(self, word: str) -> str:
+        return self._stemmer.stem(word)  # type: ignore[union-attr]
+
+    def _tokenize(self, text: str) -> tuple[str, ...]:
+        return tuple(self._split(text, self if self._stemmer else None))
+
+
 class Rouge:
     """ROUGE F-measure between a completion and its references (the best reference counts).
 
@@ -153,7 +174,9 @@ class Rouge:
         self.name = variant
         self.use_stemmer = bool(use_stemmer)
         self._type = _ROUGE_TYPES[variant]
-        self._scorer = rouge_scorer.RougeScorer([self._type], use_stemmer=self.use_stemmer)
+        self._scorer = rouge_scorer.RougeScorer(
+            [self._type], tokenizer=_RougeTokenizer(self.use_stemmer)
+        )
 
     def __call__(
         self,
