@@ -5,9 +5,13 @@ Embedded tasks (:mod:`textgym.tasks.embedded`, offline, no data files): ``keywor
 Hugging Face hub): ``dialogsum``, ``samsum``, ``scitldr``, ``taskmaster4``, ``dailydialog``,
 ``cnn_dailymail``, ``xsum``, ``imdb``.
 
->>> task = make_task("keywords")
->>> task.split("test")[0].meta["keywords"] == task.split("test")[0].meta["keywords"]
-True
+>>> task = make_task("summarize")
+>>> task
+Task('summarize', train=30, validation=5, test=5)
+>>> print(prompt_text(task.split("test")[0].prompt)[:56])
+user: Summarize this passage in one sentence.
+<BLANKLINE>
+Octopuses
 >>> "dialogsum" in list_tasks()
 True
 """
