@@ -18,12 +18,13 @@ True
 
 from textgym.tasks import datasets, embedded
 from textgym.tasks.base import Sample, Task, list_tasks, make_task, prompt_text, register_task
-from textgym.tasks.datasets import default_data_dir
+from textgym.tasks.datasets import DataFormatError, default_data_dir
 
 for _name, _builder in {**embedded.BUILDERS, **datasets.LOADERS}.items():
     register_task(_name, _builder)
 
 __all__ = [
+    "DataFormatError",
     "Sample",
     "Task",
     "default_data_dir",
