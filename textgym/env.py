@@ -162,7 +162,9 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.render_mode = render_mode
-        self.encoder = PromptEncoder(self.tokenizer, max_prompt_tokens, chat_template, truncation)
+        self.encoder = PromptEncoder(
+            self.tokenizer, max_prompt_tokens, chat_template, truncation, self.pad_token_id
+        )
 
         length = max_prompt_tokens + max_new_tokens
         self.observation_space = observation_space(length, self.vocab_size)
@@ -179,18 +181,16 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         self._sample, key, index = self._choose_sample(options or {})
-        prompt_ids = self.encoder.encode(self._sample.prompt, cache_key=key)
+        prompt_ids, prompt_mask = self.encoder.padded(self._sample.prompt, cache_key=key)
         P = self.max_prompt_tokens
-        self._ids.fill(self.pad_token_id)
-        self._mask.fill(0)
-        self._ids[P - prompt_ids.size : P] = prompt_ids
-        self._mask[P - prompt_ids.size : P] = 1
+        self._ids[:P], self._mask[:P] = prompt_ids, prompt_mask
+        self._ids[P:], self._mask[P:] = self.pad_token_id, 0
         self._num_generated = 0
         self._active = True
         info = {
             "prompt": prompt_text(self._sample.prompt),
             "index": index,
-            "prompt_tokens": int(prompt_ids.size),
+            "prompt_tokens": int(prompt_mask.sum()),
         }
         return self._observation(), info
 

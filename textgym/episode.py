@@ -28,6 +28,7 @@ class PromptEncoder:
         chat_template: wrap the prompt in the tokenizer's chat template (with the generation
             prompt) when it has one; otherwise chat messages are flattened to ``role: content`` lines.
         truncation: ``"left"`` keeps the last P tokens of a longer prompt; ``"error"`` raises.
+        pad_token_id: the id that fills the left padding of :meth:`padded` rows.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class PromptEncoder:
         max_prompt_tokens: int,
         chat_template: bool = True,
         truncation: Truncation = "left",
+        pad_token_id: int = 0,
     ) -> None:
         if truncation not in ("left", "error"):
             raise ValueError(f"truncation must be 'left' or 'error', got {truncation!r}")
@@ -43,7 +45,8 @@ class PromptEncoder:
         self.max_prompt_tokens = max_prompt_tokens
         self.use_chat_template = bool(chat_template and getattr(tokenizer, "chat_template", None))
         self.truncation = truncation
-        self._cache: dict[Any, np.ndarray] = {}
+        self.pad_token_id = pad_token_id
+        self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
 
     def text(self, prompt: Prompt) -> str:
         """The exact string that is tokenized for ``prompt``."""
@@ -54,10 +57,8 @@ class PromptEncoder:
             )
         return prompt_text(prompt)
 
-    def encode(self, prompt: Prompt, cache_key: Any = None) -> np.ndarray:
-        """Token ids (int64, length <= P) of ``prompt``; cached under ``cache_key`` when given."""
-        if cache_key is not None and cache_key in self._cache:
-            return self._cache[cache_key]
+    def encode(self, prompt: Prompt) -> np.ndarray:
+        """Token ids (int64, length <= P) of ``prompt``."""
         if not prompt_text(prompt).strip():
             raise ValueError(
                 "the prompt is empty; give a prompt with at least one visible character"
@@ -73,9 +74,24 @@ class PromptEncoder:
                     f"{self.max_prompt_tokens}; raise max_prompt_tokens or use truncation='left'"
                 )
             ids = ids[-self.max_prompt_tokens :]
-        if cache_key is not None:
-            self._cache[cache_key] = ids
         return ids
+
+    def padded(self, prompt: Prompt, cache_key: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, mask)``, each (P,), the prompt left-padded; cached under ``cache_key`` if given.
+
+        Task samples are encoded (chat template, tokenizer) once per process; resets only copy.
+        """
+        if cache_key is not None and cache_key in self._cache:
+            return self._cache[cache_key]
+        tokens = self.encode(prompt)
+        P = self.max_prompt_tokens
+        ids = np.full(P, self.pad_token_id, dtype=np.int64)
+        mask = np.zeros(P, dtype=np.int8)
+        ids[P - tokens.size :] = tokens
+        mask[P - tokens.size :] = 1
+        if cache_key is not None:
+            self._cache[cache_key] = (ids, mask)
+        return ids, mask
 
 
 def batch_meta(metas: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:

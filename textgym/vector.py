@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -111,7 +111,9 @@ class TextGenVectorEnv(VectorEnv):
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens
-        self.encoder = PromptEncoder(self.tokenizer, max_prompt_tokens, chat_template, truncation)
+        self.encoder = PromptEncoder(
+            self.tokenizer, max_prompt_tokens, chat_template, truncation, self.pad_token_id
+        )
         self.copy = copy
 
         length = max_prompt_tokens + max_new_tokens
@@ -174,48 +176,47 @@ class TextGenVectorEnv(VectorEnv):
 
     def _reset_rows(self, rows: np.ndarray, options: Mapping[str, Any]) -> None:
         samples = self.task.split(self.split)
-        for j, i in enumerate(rows):
-            key: Any = None
-            if "prompt" in options:
-                prompt = options["prompt"]
-                if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
-                    prompt = (
-                        prompt[j]
-                        if len(prompt) == len(rows)
-                        else self._bad_per_row("prompt", len(rows))
-                    )
-                sample = Sample(prompt)
-            else:
-                if "index" in options:
-                    index = options["index"]
-                    if isinstance(index, (Sequence, np.ndarray)):
-                        index = (
-                            index[j]
-                            if len(index) == len(rows)
-                            else self._bad_per_row("index", len(rows))
-                        )
+        if "prompt" in options:
+            prompts = self._per_row(options["prompt"], rows, "prompt")
+            chosen = [(Sample(p), None) for p in prompts]
+        else:
+            if "index" in options:
+                indices = self._per_row(options["index"], rows, "index")
+                for index in indices:
                     if not isinstance(index, (int, np.integer)) or not 0 <= index < len(samples):
                         raise ValueError(f"index {index!r} must be an int in [0, {len(samples)})")
-                else:
-                    index = self._np_random.integers(len(samples))
-                key = (self.split, int(index))
-                sample = samples[int(index)]
-            prompt_ids = self.encoder.encode(sample.prompt, cache_key=key)
-            P = self.max_prompt_tokens
-            self._ids[i].fill(self.pad_token_id)
-            self._mask[i].fill(0)
-            self._ids[i, P - prompt_ids.size : P] = prompt_ids
-            self._mask[i, P - prompt_ids.size : P] = 1
+            else:
+                indices = self._np_random.integers(len(samples), size=rows.size)
+            chosen = [(samples[int(i)], (self.split, int(i))) for i in indices]
+        encoded = [self.encoder.padded(sample.prompt, cache_key=key) for sample, key in chosen]
+        P = self.max_prompt_tokens
+        self._ids[rows, :P] = np.stack([ids for ids, _ in encoded])  # (R, P)
+        self._mask[rows, :P] = np.stack([mask for _, mask in encoded])
+        self._ids[rows, P:] = self.pad_token_id
+        self._mask[rows, P:] = 0
+        for i, (sample, _) in zip(rows, chosen, strict=True):
             self._samples[i] = sample
         self._num_generated[rows] = 0
         self._active[rows] = True
         self._needs_reset[rows] = False
 
     @staticmethod
-    def _bad_per_row(name: str, count: int) -> Any:
-        raise ValueError(
-            f"reset option {name!r} as a list needs one entry per reset sub-env ({count})"
+    def _per_row(value: Any, rows: np.ndarray, name: str) -> list[Any]:
+        """One value for every reset row: a list of len(rows), or one value repeated.
+
+        A list of chat-message dicts is one prompt; a list of strings or of message lists is
+        one prompt per row.
+        """
+        is_list = isinstance(value, (list, tuple, np.ndarray)) and (
+            name == "index" or (len(value) > 0 and isinstance(value[0], (str, list)))
         )
+        if not is_list:
+            return [value] * rows.size
+        if len(value) != rows.size:
+            raise ValueError(
+                f"reset option {name!r} as a list needs one entry per reset sub-env ({rows.size})"
+            )
+        return list(value)
 
     # -- step --------------------------------------------------------------------------------
     def step(
@@ -240,8 +241,12 @@ class TextGenVectorEnv(VectorEnv):
                 info,
             )
         slots = self.max_prompt_tokens + self._num_generated
-        self._ids[self._rows[stepping], slots[stepping]] = actions[stepping]
-        self._mask[self._rows[stepping], slots[stepping]] = 1
+        if stepping.all():  # the common case: no boolean-mask copies
+            self._ids[self._rows, slots] = actions
+            self._mask[self._rows, slots] = 1
+        else:
+            self._ids[self._rows[stepping], slots[stepping]] = actions[stepping]
+            self._mask[self._rows[stepping], slots[stepping]] = 1
         self._num_generated += stepping
         hit_eos = stepping & (actions == self.eos_token_id)
         ended = hit_eos | (stepping & (self._num_generated >= self.max_new_tokens))
