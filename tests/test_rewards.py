@@ -206,6 +206,8 @@ def test_keyword_meta_errors_name_the_reward(reward):
         call(reward, ["a", "b"], keywords=[["x"]])
     with pytest.raises(TypeError, match=r"keywords\[0\] must be a list of strings"):
         call(reward, ["a"], keywords=["dog park"])
+    with pytest.raises(ValueError, match=r"keywords for every sample.*positions \[1\]"):
+        call(reward, ["a", "b"], keywords=[["dog"], None])
 
 
 def test_soft_keyword_coverage_partial_credit():
@@ -404,6 +406,12 @@ def dict_reward(prompts, completions, references, **meta):
     return {"score": 1.0}
 
 
+def grad_tensor_reward(prompts, completions, references, **meta):
+    import torch
+
+    return torch.ones(len(completions), requires_grad=True)
+
+
 @pytest.mark.parametrize(
     ("fn", "error", "match"),
     [
@@ -412,6 +420,7 @@ def dict_reward(prompts, completions, references, **meta):
         (short_reward, ValueError, r"'short_reward' returned shape \(1,\); expected \(2,\)"),
         (text_reward, TypeError, "'text_reward' returned list, not an array of floats"),
         (dict_reward, TypeError, "'dict_reward' returned dict, not an array of floats"),
+        (grad_tensor_reward, TypeError, "'grad_tensor_reward' returned Tensor.*detach"),
     ],
 )
 def test_invalid_reward_output_names_the_reward(fn, error, match):

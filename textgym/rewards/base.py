@@ -45,9 +45,9 @@ def validate_rewards(values: Any, batch_size: int, name: str) -> np.ndarray:
     """Return ``values`` as float32 of shape (batch_size,), or raise an error naming the reward."""
     try:
         arr = np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: torch tensor with grad
         raise TypeError(
-            f"reward {name!r} returned {type(values).__name__}, not an array of floats"
+            f"reward {name!r} returned {type(values).__name__}, not an array of floats ({exc})"
         ) from exc
     if arr.shape != (batch_size,):
         raise ValueError(

@@ -94,28 +94,34 @@ def _require_references(
 
 
 def _require_keywords(name: str, meta: dict[str, Any], batch: int) -> list[list[str]]:
-    if "keywords" not in meta:
+    """Per-sample keyword lists from ``meta["keywords"]``, or an error naming the reward."""
+    keywords = meta.get("keywords")
+    if keywords is None:
         raise ValueError(
             f"reward {name!r} needs per-sample keywords: call it with keywords=[[...], ...] "
             f"(Sample.meta['keywords'], one list per completion); got meta keys {sorted(meta)}"
         )
-    keywords = meta["keywords"]
-    if keywords is None or isinstance(keywords, str) or len(keywords) != batch:
-        got = "None" if keywords is None else f"{type(keywords).__name__}"
-        if keywords is not None and not isinstance(keywords, str):
+    if isinstance(keywords, str) or not isinstance(keywords, Sequence) or len(keywords) != batch:
+        got = type(keywords).__name__
+        if isinstance(keywords, Sequence) and not isinstance(keywords, str):
             got += f" of length {len(keywords)}"
         raise ValueError(
             f"reward {name!r}: meta['keywords'] must hold one list of keywords per completion "
             f"({batch}), got {got}"
         )
-    out = []
+    # Batched task meta holds None for a sample whose meta lacks the key.
+    missing = [i for i, kws in enumerate(keywords) if kws is None]
+    if missing:
+        raise ValueError(
+            f"reward {name!r} needs keywords for every sample, but samples at batch positions "
+            f"{missing[:20]} have none (no 'keywords' in their Sample.meta)"
+        )
     for i, kws in enumerate(keywords):
         if isinstance(kws, str) or not all(isinstance(k, str) for k in kws):
             raise TypeError(
                 f"reward {name!r}: keywords[{i}] must be a list of strings, got {kws!r}"
             )
-        out.append(list(kws))
-    return out
+    return [list(kws) for kws in keywords]
 
 
 def _options_repr(obj: object, **options: Any) -> str:
