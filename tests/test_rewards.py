@@ -383,6 +383,18 @@ def test_weighted_sum_components_and_total_through_score():
     np.testing.assert_allclose(total, [1.0 - 0.5], rtol=1e-6)
 
 
+def test_every_metric_ignores_meta_it_does_not_use():
+    names = ["rouge1", "rouge2", "rouge_l", "bleu", "chrf", "keyword_coverage"]
+    names += ["keyword_coverage_soft", "length", "repetition"]
+    mix = make_reward(dict.fromkeys(names, 1.0))
+    texts = ["the dog runs in the park", "a cat"]
+    meta = {"keywords": [["dog", "park"], ["dog"]], "topic": ["pets", None], "id": [3, 4]}
+    total, parts = score(mix, ["p"] * 2, texts, [["the dog runs in the park"], ["a dog"]], **meta)
+    assert list(parts) == names
+    np.testing.assert_allclose(total, sum(parts.values()), rtol=1e-6)
+    assert parts["keyword_coverage"].tolist() == [1.0, 0.0] and parts["rouge1"][0] == 1.0
+
+
 # ----------------------------------------------------------------------------- validation
 
 

@@ -393,7 +393,7 @@ def keyword_found(keyword: str, text: str) -> bool:
     Matching is case-insensitive and word by word; a keyword word matches a text word when they
     are equal or one is a regular inflection of the other: plural ``-s``/``-es``/``-ies``,
     past ``-ed``/``-d``/``-ied`` and ``-ing``, with a dropped final ``e`` (bake: baked, baking)
-    or a doubled final consonant (stop: stopped, running: run). Stems shorter than three letters
+    or a doubled final consonant (stop: stopped, run: running). Stems shorter than three letters
     are never inflected, and irregular forms (ran, mice) do not count. A phrase must appear as
     consecutive words; hyphens and punctuation separate words.
 
