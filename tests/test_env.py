@@ -267,3 +267,10 @@ def test_registered_with_vector_entry_point():
     assert spec.entry_point == "textgym.env:TextGenEnv"
     assert spec.vector_entry_point == "textgym.vector:TextGenVectorEnv"
     assert textgym.TextGenEnv is TextGenEnv
+
+
+def test_task_variants_are_registered():
+    env = gym.make("TextGen-Summarize-v0", max_new_tokens=3)
+    assert env.unwrapped.task.name == "summarize"
+    envs = gym.make_vec("TextGen-Dialogue-v0", num_envs=2, max_new_tokens=3)
+    assert envs.unwrapped.task.name == "dialogue"

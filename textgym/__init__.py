@@ -14,12 +14,30 @@ from textgym.vector import TextGenVectorEnv
 
 __version__ = "0.1.0"
 
-if "TextGen-v0" not in registry:
-    register(
-        id="TextGen-v0",
-        entry_point="textgym.env:TextGenEnv",
-        vector_entry_point="textgym.vector:TextGenVectorEnv",
-    )
+# TextGen-v0 takes any task; the variants fix one (e.g. gym.make("TextGen-DialogSum-v0")).
+TASK_VARIANTS = {
+    "": None,
+    "Keywords": "keywords",
+    "Summarize": "summarize",
+    "Dialogue": "dialogue",
+    "DialogSum": "dialogsum",
+    "SAMSum": "samsum",
+    "SciTLDR": "scitldr",
+    "Taskmaster4": "taskmaster4",
+    "DailyDialog": "dailydialog",
+    "CNNDailyMail": "cnn_dailymail",
+    "XSum": "xsum",
+    "IMDB": "imdb",
+}
+for _variant, _task in TASK_VARIANTS.items():
+    _id = f"TextGen-{_variant}-v0" if _variant else "TextGen-v0"
+    if _id not in registry:
+        register(
+            id=_id,
+            entry_point="textgym.env:TextGenEnv",
+            vector_entry_point="textgym.vector:TextGenVectorEnv",
+            kwargs={"task": _task} if _task else {},
+        )
 
 __all__ = [
     "RewardFn",
