@@ -1,0 +1,173 @@
+"""Training configuration shared by every algorithm; each algorithm's module extends it.
+
+Every field has a docstring (the string right below it); :func:`field_docs` reads them, so the
+command line's ``--help`` and the code say the same thing.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import textwrap
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+LR_SCHEDULES = ("constant", "linear")
+
+
+@dataclass
+class TrainConfig:
+    """Settings common to PPO, RLOO, GRPO and REINFORCE (see the subclasses for the rest)."""
+
+    algo: ClassVar[str] = ""
+
+    # -- what is trained on what
+    model: str = "smollm2-135m"
+    """Policy LM: Hugging Face id, local directory, alias ("smollm2-135m"), or "tiny" (a random 2-layer model over the tokenizer's vocabulary, for tests)."""
+    tokenizer: str | None = None
+    """Tokenizer name or path; default: the model's ("smollm2-135m" for "tiny")."""
+    task: str = "keywords"
+    """Registered task name (``textgym info`` lists them)."""
+    reward: str | None = None
+    """Reward spec (registered name or "module:function"); default: the task's own reward."""
+    split: str = "train"
+    """Task split the training prompts are drawn from."""
+    eval_split: str = "validation"
+    """Task split for periodic evaluation (falls back to "test" when the task has no validation split)."""
+    chat_template: bool = True
+    """Wrap prompts in the tokenizer's chat template."""
+
+    # -- rollout
+    batch_size: int = 16
+    """Episodes (completions) per iteration, all generated in one lockstep batch."""
+    max_prompt_tokens: int = 128
+    """Prompt budget P (longer prompts keep their end)."""
+    max_new_tokens: int = 32
+    """Completion budget N: an episode ends at EOS or after N tokens."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs and KL use softmax(logits / temperature)."""
+    top_k: int = 0
+    """Sample among the k most likely tokens only (0 = whole vocabulary)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1 = off)."""
+
+    # -- optimisation
+    iterations: int = 100
+    """Training iterations (one rollout + one update each)."""
+    learning_rate: float = 1e-5
+    """AdamW learning rate."""
+    lr_schedule: str = "constant"
+    """"constant" or "linear" (decay to 0 over ``iterations``)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    num_epochs: int = 1
+    """Passes over each rollout batch."""
+    num_minibatches: int = 1
+    """Optimizer steps per epoch; the batch is shuffled and split into this many minibatches."""
+    grad_accum_steps: int = 1
+    """Micro-batches per minibatch whose gradients are accumulated (bounds activation memory)."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping threshold (0 = off)."""
+    kl_coef: float = 0.05
+    """Weight beta of the KL to the frozen reference (0 = no reference model at all)."""
+
+    # -- model setup
+    lora_r: int = 0
+    """LoRA rank; 0 trains every weight. With LoRA the reference is the base model with adapters off."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (alpha / r scales the adapters)."""
+    lora_dropout: float = 0.0
+    """Dropout inside the LoRA adapters."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
+    mixed_precision: bool = True
+    """bf16 autocast on CUDA (weights stay float32); ignored on CPU."""
+    seed: int = 0
+    """Seed of prompt sampling, token sampling and minibatch shuffling."""
+
+    # -- run management
+    run_dir: str | None = None
+    """Output directory; default runs/<algo>-<task>-seed<seed>."""
+    eval_every: int = 10
+    """Evaluate on ``eval_split`` every this many iterations, before training and at the end (0 = never)."""
+    eval_samples: int = 16
+    """Validation prompts per evaluation (greedy decoding, fixed order)."""
+    save_every: int = 10
+    """Write a checkpoint every this many iterations and at the end (0 = only at the end)."""
+    tensorboard: bool = True
+    """Also log metrics to TensorBoard event files under run_dir/tb."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    @property
+    def group_size(self) -> int:
+        """Completions per prompt (1 except for the group-baseline algorithms)."""
+        return 1
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "max_prompt_tokens", "max_new_tokens", "iterations", "num_epochs",
+                    "num_minibatches", "grad_accum_steps", "eval_samples")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("eval_every", "save_every", "top_k", "lora_r"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        for name in ("learning_rate", "max_grad_norm", "kl_coef", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 for training, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.batch_size % self.group_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be a multiple of group_size={self.group_size}"
+            )
+        per_step = self.num_minibatches * self.grad_accum_steps
+        if self.batch_size % per_step:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be divisible by num_minibatches * "
+                f"grad_accum_steps = {self.num_minibatches} * {self.grad_accum_steps}"
+            )
+
+    @property
+    def output_dir(self) -> str:
+        return self.run_dir or f"runs/{self.algo}-{self.task}-seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"algo": self.algo, **dataclasses.asdict(self)}
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field of ``cls`` and its bases.
+
+    >>> field_docs(TrainConfig)["batch_size"]
+    'Episodes (completions) per iteration, all generated in one lockstep batch.'
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass) or klass is object:
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = nxt.value.value
+    return docs

@@ -1,0 +1,415 @@
+"""Transformer policy: a Hugging Face causal LM plus a value head, stepped through the vector env.
+
+The rollout runs a :class:`~textgym.vector.TextGenVectorEnv` in lockstep (autoreset DISABLED):
+the prompt is encoded once (one prefill), then every step is ONE forward pass of the whole
+batch over one new token with the KV cache. As it goes it records each action's
+log-probability, the value of the state and, when a reference model is given, the reference
+log-probability. Text is never decoded by the policy: the env scores finished episodes.
+
+Left-padded prompts get explicit position ids (``cumsum(mask) - 1``), so a padded row yields the
+same logits as the same prompt alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import nn
+
+from textgym.vector import TextGenVectorEnv
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How actions are drawn from the policy's logits.
+
+    ``temperature`` 0 is greedy. The policy's distribution (for log-probs, KL and entropy) is
+    ``softmax(logits / temperature)`` over the whole vocabulary; ``top_k`` / ``top_p`` only
+    truncate what is sampled, as in ``model.generate``.
+
+    >>> Sampling(temperature=0.7, top_k=50).greedy
+    False
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ValueError(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an int >= 0 (0 = no limit), got {self.top_k!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def scale(self) -> float:
+        """The divisor applied to logits (1 for greedy, whose log-probs use temperature 1)."""
+        return float(self.temperature) if self.temperature > 0 else 1.0
+
+
+def sample_tokens(
+    logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw one token per row of ``logits`` (B, V) -> (B,) int64.
+
+    Uses the Gumbel-max trick (``argmax(logits - log(E))`` with ``E ~ Exp(1)``), which samples
+    ``softmax(logits)`` exactly and costs about 40% of ``torch.multinomial`` over a 49k
+    vocabulary. ``top_k`` first keeps the k largest logits, which is cheaper still.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> logits = torch.tensor([[0.0, 5.0, -1.0], [9.0, 0.0, 0.0]])
+    >>> sample_tokens(logits, Sampling(temperature=0)).tolist()
+    [1, 0]
+    >>> sample_tokens(logits, Sampling(top_k=1), g).tolist()
+    [1, 0]
+    """
+    if sampling.greedy:
+        return logits.argmax(-1)
+    scaled = logits.float() / sampling.scale  # (B, V)
+    index = None
+    if sampling.top_k and sampling.top_k < scaled.shape[-1]:
+        scaled, index = scaled.topk(sampling.top_k, dim=-1)  # (B, k), sorted descending
+    if sampling.top_p < 1.0:
+        if index is None:
+            scaled, index = scaled.sort(dim=-1, descending=True)
+        probs = scaled.softmax(-1)
+        # Drop a token when the tokens before it already hold top_p of the mass (keeps >= 1).
+        drop = probs.cumsum(-1) - probs > sampling.top_p
+        scaled = scaled.masked_fill(drop, float("-inf"))
+    noise = torch.empty_like(scaled).exponential_(generator=generator)
+    choice = (scaled - noise.log()).argmax(-1)  # (B,)
+    return choice if index is None else index.gather(-1, choice[:, None]).squeeze(-1)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, scale: float) -> torch.Tensor:
+    """log softmax(logits / scale) at ``tokens``: (..., V), (...) -> (...) float32."""
+    scaled = logits.float() / scale
+    picked = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - scaled.logsumexp(-1)
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for a left-padded attention mask: ``cumsum(mask) - 1``, 0 on padding."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class TransformerPolicy(nn.Module):
+    """A causal LM with a scalar value head on its last hidden state, and its frozen reference.
+
+    Args:
+        model: any Hugging Face causal LM (``AutoModelForCausalLM``); it is trained in place.
+        reference: ``"copy"`` keeps a frozen deep copy as the KL reference; ``"adapters"``
+            (the model must be a peft LoRA model) uses the same weights with the adapters
+            switched off, so no second copy is held; ``None`` has no reference.
+        vocab_size: keep only the first ``vocab_size`` logits (the tokenizer's real tokens) when
+            the model's embedding matrix is padded beyond them; default: all.
+
+    The value head reads the decoder's final hidden state, shares the trunk with the LM head,
+    and starts at zero so that early value estimates do not swamp the advantages.
+
+    >>> from textgym.models import load_tokenizer, tiny_model
+    >>> policy = TransformerPolicy(tiny_model(load_tokenizer()), reference="copy")
+    >>> ids = torch.tensor([[1, 2, 3]])
+    >>> logits, values = policy(ids, torch.ones_like(ids))
+    >>> logits.shape[:2], values.shape, policy.has_reference
+    (torch.Size([1, 3]), torch.Size([1, 3]), True)
+    """
+
+    def __init__(
+        self, model: nn.Module, reference: str | None = "copy", vocab_size: int | None = None
+    ) -> None:
+        super().__init__()
+        if reference not in ("copy", "adapters", None):
+            raise ValueError(f"reference must be 'copy', 'adapters' or None, got {reference!r}")
+        if reference == "adapters" and not hasattr(model, "disable_adapter"):
+            raise ValueError(
+                "reference='adapters' needs a peft model (wrap it with LoRA); use 'copy' otherwise"
+            )
+        self.model = model
+        self.vocab_size = vocab_size
+        hidden = model.get_output_embeddings().weight.shape[1]
+        self.value_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self.reference_mode = reference
+        # Held outside the module tree so .parameters(), state_dict() and optimizers skip it.
+        self._reference: list[nn.Module] = []
+        if reference == "copy":
+            ref = copy.deepcopy(model).eval()
+            ref.requires_grad_(False)
+            self._reference.append(ref)
+
+    @property
+    def has_reference(self) -> bool:
+        return self.reference_mode is not None
+
+    @property
+    def reference(self) -> nn.Module | None:
+        """The frozen reference LM (the policy's own model when adapters are switched off)."""
+        if self.reference_mode == "copy":
+            return self._reference[0]
+        return self.model if self.reference_mode == "adapters" else None
+
+    @contextlib.contextmanager
+    def reference_mode_on(self) -> Iterator[nn.Module]:
+        """Yield the reference LM; for LoRA, the adapters are off inside the block."""
+        if self.reference_mode == "adapters":
+            with self.model.disable_adapter():  # type: ignore[operator]
+                yield self.model
+        elif self.reference_mode == "copy":
+            yield self._reference[0]
+        else:
+            raise RuntimeError("this policy has no reference model (reference=None)")
+
+    def _apply(self, fn: Any, recurse: bool = True) -> TransformerPolicy:
+        super()._apply(fn, recurse)
+        self._reference[:] = [ref._apply(fn, recurse) for ref in self._reference]
+        return self
+
+    def lm_forward(
+        self,
+        model: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        keep: int | None = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Decoder then LM head on the last ``keep`` positions only (all when None).
+
+        Returns ``(logits (B, keep, V), hidden (B, keep, H), cache)``. Skipping the LM head on
+        the other positions is what makes a prefill of a long prompt cheap.
+        """
+        out = model.get_decoder()(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions(attention_mask)[:, -input_ids.shape[1] :]
+            if position_ids is None
+            else position_ids,
+            past_key_values=cache,
+            use_cache=use_cache,
+        )
+        hidden = out.last_hidden_state if keep is None else out.last_hidden_state[:, -keep:]
+        logits = model.get_output_embeddings()(hidden)
+        if self.vocab_size is not None:
+            logits = logits[..., : self.vocab_size]
+        return logits, hidden, out.past_key_values
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        keep: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """No-cache forward: ``(logits (B, T', V), values (B, T'))`` for the last ``keep`` = T'."""
+        logits, hidden, _ = self.lm_forward(self.model, input_ids, attention_mask, keep=keep)
+        return logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+
+
+@dataclass
+class Rollout:
+    """One lockstep batch of B episodes of at most N tokens (tensors on the policy's device).
+
+    ``mask[b, t]`` is 1 where token t of row b was a real action (up to and including EOS).
+    ``values`` / ``ref_logprobs`` are None when not recorded.
+    """
+
+    prompt_ids: torch.Tensor  # (B, P') int64, left-padded, all-padding columns dropped
+    prompt_mask: torch.Tensor  # (B, P') int64
+    tokens: torch.Tensor  # (B, N) int64
+    mask: torch.Tensor  # (B, N) float32
+    logprobs: torch.Tensor  # (B, N) float32
+    values: torch.Tensor | None  # (B, N) float32
+    ref_logprobs: torch.Tensor | None  # (B, N) float32
+    scores: torch.Tensor  # (B,) float32, the env's final rewards
+    components: dict[str, np.ndarray] = field(default_factory=dict)  # reward parts, (B,) each
+    prompts: list[str] = field(default_factory=list)
+    completions: list[str] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(-1)  # (B,)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.sum().item())
+
+
+def check_lockstep_env(envs: Any) -> TextGenVectorEnv:
+    """The unwrapped :class:`TextGenVectorEnv`, checked to be in DISABLED autoreset mode."""
+    env = getattr(envs, "unwrapped", envs)
+    if not isinstance(env, TextGenVectorEnv):
+        raise TypeError(f"the rollout needs a TextGenVectorEnv, got {type(env).__name__}")
+    if env.autoreset_mode != AutoresetMode.DISABLED:
+        raise ValueError(
+            f"the rollout steps envs in lockstep and needs autoreset_mode='disabled', got "
+            f"{env.autoreset_mode.name.lower()}; build it with "
+            "TextGenVectorEnv(..., autoreset_mode='disabled')"
+        )
+    return env
+
+
+@torch.no_grad()
+def rollout(
+    policy: TransformerPolicy,
+    envs: TextGenVectorEnv,
+    sampling: Sampling,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+    record_values: bool = True,
+    record_reference: bool = True,
+    autocast: contextlib.AbstractContextManager[Any] | None = None,
+) -> Rollout:
+    """Reset every sub-env, then step all B episodes in lockstep until each has ended.
+
+    One prefill of the prompts, then per step ONE forward of the policy (and one of the
+    reference when ``record_reference``) over the B new tokens with the KV cache. The env owns
+    termination and reward: the loop stops when ``envs.active`` is all False, and the final
+    reward of each row is read from ``step``'s reward where ``terminated``. ``seed`` and
+    ``options`` (``index`` / ``prompt`` lists) go to ``envs.reset``.
+
+    >>> import gymnasium as gym, textgym
+    >>> from textgym.models import tiny_model
+    >>> envs = gym.make_vec("TextGen-v0", num_envs=2, max_new_tokens=3, autoreset_mode="disabled")
+    >>> policy = TransformerPolicy(tiny_model(envs.unwrapped.tokenizer))
+    >>> batch = rollout(policy, envs, Sampling(top_k=20), torch.Generator().manual_seed(0), seed=0)
+    >>> batch.tokens.shape, batch.logprobs.shape, batch.scores.shape, len(batch.completions)
+    (torch.Size([2, 3]), torch.Size([2, 3]), torch.Size([2]), 2)
+    """
+    env = check_lockstep_env(envs)
+    device = policy.value_head.weight.device
+    autocast = autocast if autocast is not None else contextlib.nullcontext()
+    record_reference = record_reference and policy.has_reference
+    B, P, N = env.num_envs, env.max_prompt_tokens, env.max_new_tokens
+    options = {**(options or {}), "reset_mask": np.ones(B, dtype=bool)}
+    obs, _ = env.reset(seed=seed, options=options)
+    # Columns that are padding in every row change nothing (positions come from the mask): drop them.
+    first = int(np.argmax(obs["attention_mask"][:, :P].any(0)))
+    prompt_ids = torch.as_tensor(obs["input_ids"][:, first:P], device=device)  # (B, P')
+    prompt_mask = torch.as_tensor(obs["attention_mask"][:, first:P], device=device).long()
+    P = P - first
+    attention = torch.ones(B, P + N, dtype=torch.long, device=device)  # (B, P+N)
+    attention[:, :P] = prompt_mask
+    next_position = prompt_mask.sum(-1, keepdim=True)  # (B, 1)
+
+    tokens = torch.full((B, N), env.pad_token_id, dtype=torch.long, device=device)
+    mask = torch.zeros(B, N, device=device)
+    logprobs = torch.zeros(B, N, device=device)
+    values = torch.zeros(B, N, device=device) if record_values else None
+    ref_logprobs = torch.zeros(B, N, device=device) if record_reference else None
+    scores = np.zeros(B, dtype=np.float32)
+    prompts, completions, reasons = [""] * B, [""] * B, [""] * B
+    components: dict[str, np.ndarray] = {}
+
+    with autocast:
+        logits, hidden, cache = policy.lm_forward(
+            policy.model, prompt_ids, prompt_mask, keep=1, use_cache=True
+        )
+        if record_reference:
+            with policy.reference_mode_on() as ref:
+                ref_logits, _, ref_cache = policy.lm_forward(
+                    ref, prompt_ids, prompt_mask, keep=1, use_cache=True
+                )
+    active = env.active  # (B,) bool
+    for t in range(N):
+        step_logits = logits[:, -1]  # (B, V)
+        action = sample_tokens(step_logits, sampling, generator)  # (B,)
+        live = torch.as_tensor(active, device=device)
+        tokens[:, t] = action
+        mask[:, t] = live
+        logprobs[:, t] = token_logprobs(step_logits, action, sampling.scale)
+        if values is not None:
+            values[:, t] = policy.value_head(hidden[:, -1].float()).squeeze(-1)
+        if ref_logprobs is not None:
+            ref_logprobs[:, t] = token_logprobs(ref_logits[:, -1], action, sampling.scale)
+        _, reward, terminated, _, info = env.step(action.cpu().numpy())
+        if terminated.any():
+            done = np.flatnonzero(terminated)
+            scores[done] = reward[done]
+            for i in done:
+                prompts[i] = info["prompt"][i]
+                completions[i] = info["completion"][i]
+                reasons[i] = info["finish_reason"][i]
+            for key, value in info.items():
+                if key.startswith("reward/"):
+                    part = components.setdefault(key[7:], np.zeros(B, dtype=np.float32))
+                    part[done] = value[done]
+        active = env.active
+        if not active.any():
+            break
+        step_ids = action[:, None]  # (B, 1)
+        step_mask = attention[:, : P + t + 1]
+        step_pos = next_position + t
+        with autocast:
+            logits, hidden, cache = policy.lm_forward(
+                policy.model, step_ids, step_mask, step_pos, cache, keep=1, use_cache=True
+            )
+            if record_reference:
+                with policy.reference_mode_on() as ref:
+                    ref_logits, _, ref_cache = policy.lm_forward(
+                        ref, step_ids, step_mask, step_pos, ref_cache, keep=1, use_cache=True
+                    )
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        tokens=tokens,
+        mask=mask,
+        logprobs=logprobs,
+        values=values,
+        ref_logprobs=ref_logprobs,
+        scores=torch.as_tensor(scores, device=device),
+        components=components,
+        prompts=prompts,
+        completions=completions,
+        finish_reasons=reasons,
+    )
+
+
+def evaluate_tokens(
+    policy: TransformerPolicy,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    tokens: torch.Tensor,
+    scale: float,
+    reference: bool = False,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Full no-cache forward over prompt + completion; the training-time view of a rollout.
+
+    Returns ``(logprobs (B, N), values (B, N) or None, entropy (B, N) or None)`` for every
+    completion position; with ``reference=True`` the reference LM's log-probs (no values).
+    The last token is never an input (nothing is predicted after it), and the LM head runs on
+    the N positions that predict completion tokens only.
+    """
+    N = tokens.shape[1]
+    ids = torch.cat([prompt_ids, tokens], dim=1)[:, :-1]  # (B, P+N-1)
+    attention = torch.cat([prompt_mask, torch.ones_like(tokens)], dim=1)[:, :-1]
+    if reference:
+        with policy.reference_mode_on() as ref:
+            logits, _, _ = policy.lm_forward(ref, ids, attention, keep=N)
+        return token_logprobs(logits, tokens, scale), None, None
+    logits, hidden, _ = policy.lm_forward(policy.model, ids, attention, keep=N)  # (B, N, V)
+    logprobs = token_logprobs(logits, tokens, scale)
+    values = policy.value_head(hidden.float()).squeeze(-1)  # (B, N)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            logp = torch.log_softmax(logits.float() / scale, dim=-1)
+            entropy = -(logp.exp() * logp).sum(-1)  # (B, N)
+    return logprobs, values, entropy
