@@ -1,0 +1,33 @@
+"""The `textgym` command line: the command table, help and the info command."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from textgym import cli
+
+
+def test_info_lists_tasks_and_rewards(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "keywords" in out and "dialogsum" in out and "rouge_l" in out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert cli.main([]) == 2
+    assert "usage: textgym" in capsys.readouterr().out
+
+
+def test_unknown_command_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        cli.main(["frobnicate"])
+    assert excinfo.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_every_registered_command_resolves():
+    for name, target in cli.COMMANDS.items():
+        module_name, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module_name), function)), name
