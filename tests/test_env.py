@@ -274,3 +274,10 @@ def test_task_variants_are_registered():
     assert env.unwrapped.task.name == "summarize"
     envs = gym.make_vec("TextGen-Dialogue-v0", num_envs=2, max_new_tokens=3)
     assert envs.unwrapped.task.name == "dialogue"
+
+
+def test_examples_run():
+    """The offline custom-reward example runs end to end (the quickstart needs SmolLM2 weights)."""
+    import runpy
+
+    runpy.run_path("examples/custom_reward.py", run_name="__main__")

@@ -91,19 +91,26 @@ class WeightedSum:
     >>> mix = WeightedSum([(one, 0.5), (length, 2.0)])
     >>> mix(["p", "p"], ["ab", "abc"], None).tolist()
     [4.5, 6.5]
+
+    Component labels default to each reward's name; ``labels`` overrides them (a mix built
+    from ``{"my_reward": 1.0}`` is labelled by the names the user wrote).
     """
 
     name = "weighted_sum"
 
-    def __init__(self, terms: Sequence[tuple[RewardFn, float]]) -> None:
+    def __init__(
+        self, terms: Sequence[tuple[RewardFn, float]], labels: Sequence[str] | None = None
+    ) -> None:
         if not terms:
             raise ValueError("WeightedSum needs at least one (reward, weight) term")
+        if labels is not None and len(labels) != len(terms):
+            raise ValueError(f"WeightedSum got {len(labels)} labels for {len(terms)} terms")
         self.terms: list[tuple[str, RewardFn, float]] = []
         seen: dict[str, int] = {}
-        for fn, weight in terms:
+        for k, (fn, weight) in enumerate(terms):
             if not callable(fn):
                 raise TypeError(f"WeightedSum term {fn!r} is not callable")
-            base = reward_name(fn)
+            base = labels[k] if labels is not None else reward_name(fn)
             seen[base] = seen.get(base, 0) + 1
             label = base if seen[base] == 1 else f"{base}_{seen[base]}"
             self.terms.append((label, fn, float(weight)))
@@ -165,6 +172,16 @@ def _from_import_path(path: str) -> RewardFn:
     return obj
 
 
+def _mix(pairs: list[tuple[Any, float]]) -> WeightedSum:
+    """A weighted sum labelled by the registered names the user wrote (else the reward's name)."""
+    fns = [make_reward(k) for k, _ in pairs]
+    labels = [
+        k.lower() if isinstance(k, str) and ":" not in k else reward_name(fn)
+        for (k, _), fn in zip(pairs, fns, strict=True)
+    ]
+    return WeightedSum([(fn, float(w)) for fn, (_, w) in zip(fns, pairs, strict=True)], labels)
+
+
 def make_reward(spec: RewardSpec, **kwargs: Any) -> RewardFn:
     """Resolve a reward specification.
 
@@ -192,11 +209,11 @@ def make_reward(spec: RewardSpec, **kwargs: Any) -> RewardFn:
     if kwargs:
         raise TypeError(f"reward options {sorted(kwargs)} only apply to a registered reward name")
     if isinstance(spec, Mapping):
-        return WeightedSum([(make_reward(k), float(w)) for k, w in spec.items()])
+        return _mix(list(spec.items()))
     if callable(spec):
         return spec
     if isinstance(spec, Sequence) and all(isinstance(t, tuple) and len(t) == 2 for t in spec):
-        return WeightedSum([(make_reward(k), float(w)) for k, w in spec])
+        return _mix(list(spec))
     raise TypeError(
         f"reward must be a name, 'module:function', a callable or a weighted mix, got {type(spec).__name__}"
     )
