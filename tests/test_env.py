@@ -279,5 +279,8 @@ def test_task_variants_are_registered():
 def test_examples_run():
     """The offline custom-reward example runs end to end (the quickstart needs SmolLM2 weights)."""
     import runpy
+    from pathlib import Path
 
-    runpy.run_path("examples/custom_reward.py", run_name="__main__")
+    runpy.run_path(
+        str(Path(__file__).parents[1] / "examples" / "custom_reward.py"), run_name="__main__"
+    )
