@@ -49,7 +49,7 @@ class GRPOConfig(TrainConfig):
 def group_advantages(rewards: torch.Tensor, k: int, scale: bool = True) -> torch.Tensor:
     """Rewards minus their group's mean, over the group's std (+1e-4) when ``scale``.
 
-    >>> group_advantages(torch.tensor([1.0, 0.0, 2.0, 2.0]), 2).round(decimals=3).tolist()
+    >>> [round(a, 3) for a in group_advantages(torch.tensor([1.0, 0.0, 2.0, 2.0]), 2).tolist()]
     [0.707, -0.707, 0.0, 0.0]
     """
     grouped = rewards.view(-1, k)  # (B/k, k)

@@ -102,7 +102,7 @@ def kl_penalised_rewards(
 
     >>> r, _ = kl_penalised_rewards(torch.tensor([1.0]), torch.zeros(1, 3), None,
     ...                             torch.tensor([[1.0, 1.0, 0.0]]), 0.1)
-    >>> r.tolist()
+    >>> (r + 0.0).tolist()  # + 0.0 turns -0.0 into 0.0
     [[0.0, 1.0, 0.0]]
     """
     kl = (logprobs - ref_logprobs) * mask if ref_logprobs is not None else torch.zeros_like(mask)
