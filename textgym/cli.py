@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 COMMANDS: dict[str, str] = {
     "info": "textgym.cli:add_info_parser",
+    "train": "agents.cli:add_train_parser",
+    "demo": "agents.cli:add_demo_parser",
 }
 
 

@@ -1,0 +1,197 @@
+"""``textgym train`` and ``textgym demo``: the trainer from the command line.
+
+Every field of the algorithm's config dataclass is an option (``--batch-size 16``); booleans
+take ``--x`` / ``--no-x``. The help text of each option is the field's docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from agents.config import field_docs
+
+DEMO_DEFAULTS: dict[str, Any] = {
+    # SmolLM2-135M-Instruct with PPO on the keywords task; about 6-8 minutes on 2 CPU cores.
+    "model": "smollm2-135m",
+    "task": "keywords",
+    "batch_size": 16,
+    "max_new_tokens": 24,
+    "iterations": 12,
+    "learning_rate": 2e-5,
+    "top_k": 50,
+    "num_epochs": 1,
+    "num_minibatches": 2,
+    "kl_coef": 0.02,
+    "eval_every": 6,
+    "eval_samples": 8,
+    "save_every": 6,
+    "device": "cpu",
+    "run_dir": "runs/demo-ppo-keywords",
+}
+
+
+def _algorithms() -> dict[str, type]:
+    from agents.trainer import ALGORITHMS
+
+    return {name: cls for name, (cls, _) in ALGORITHMS.items()}
+
+
+def _all_fields() -> dict[str, dataclasses.Field[Any]]:
+    fields: dict[str, dataclasses.Field[Any]] = {}
+    for cls in _algorithms().values():
+        for f in dataclasses.fields(cls):
+            fields.setdefault(f.name, f)
+    return fields
+
+
+def _valid_options(algo: str) -> list[str]:
+    cls = _algorithms()[algo]
+    return ["--" + f.name.replace("_", "-") for f in dataclasses.fields(cls)]
+
+
+class _OptionsParser(argparse.ArgumentParser):
+    """Rejects unknown options itself so that the error lists the valid ones."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            algo = getattr(ns, "algo", "ppo")
+            self.error(
+                f"unknown option(s) {' '.join(extras)}; valid options for {algo}: "
+                + ", ".join(_valid_options(algo) + ["--resume"])
+            )
+        return ns, extras
+
+
+def _arg_type(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    return {"int": int, "float": float, "str": str, "bool": bool}.get(
+        getattr(base, "__name__", str(base)), str
+    )
+
+
+def _add_config_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """One option per config field (union over algorithms); unset options are not passed."""
+    docs: dict[str, str] = {}
+    for cls in _algorithms().values():
+        docs.update(field_docs(cls))
+    hints: dict[str, Any] = {}
+    for cls in _algorithms().values():
+        hints.update(typing.get_type_hints(cls))
+    group = parser.add_argument_group("training options (fields of the algorithm's config)")
+    for name in _all_fields():
+        flag = "--" + name.replace("_", "-")
+        kind = _arg_type(hints[name])
+        help_text = docs.get(name, "")
+        if name in defaults:
+            help_text += f" [demo default: {defaults[name]}]"
+        help_text = help_text.replace("%", "%%")
+        if kind is bool:
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            group.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
+
+
+def _add_parser(
+    subparsers: argparse._SubParsersAction, name: str, help_text: str
+) -> argparse.ArgumentParser:
+    previous = subparsers._parser_class
+    subparsers._parser_class = _OptionsParser
+    try:
+        return subparsers.add_parser(name, help=help_text, description=help_text)
+    finally:
+        subparsers._parser_class = previous
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = _add_parser(
+        subparsers,
+        "train",
+        "train a language model policy on a task with PPO, RLOO, GRPO or REINFORCE",
+    )
+    parser.add_argument(
+        "--algo",
+        default="ppo",
+        choices=list(_algorithms()),
+        help="training algorithm (default: ppo)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its latest checkpoint",
+    )
+    _add_config_options(parser, {})
+    parser.set_defaults(func=_train)
+
+
+def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = _add_parser(
+        subparsers,
+        "demo",
+        "train SmolLM2-135M-Instruct with PPO on the keywords task on CPU (offline, < 10 min)",
+    )
+    parser.add_argument("--algo", default="ppo", choices=list(_algorithms()), help="algorithm")
+    parser.add_argument("--resume", action="store_true", help="continue the demo run")
+    _add_config_options(parser, DEMO_DEFAULTS)
+    parser.set_defaults(func=_demo)
+
+
+def _options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
+    valid = {f.name for f in dataclasses.fields(_algorithms()[args.algo])}
+    given = {
+        name: value
+        for name in _all_fields()
+        if (value := getattr(args, name, None)) is not None
+    }
+    unknown = sorted(set(given) - valid)
+    if unknown:
+        raise SystemExit(
+            f"textgym {args.command}: option(s) {['--' + u.replace('_', '-') for u in unknown]} "
+            f"do not apply to {args.algo}; valid options: {', '.join(_valid_options(args.algo))}"
+        )
+    return {**{k: v for k, v in defaults.items() if k in valid}, **given}
+
+
+def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
+    from agents.trainer import Trainer, TrainingStopped, make_config
+
+    try:
+        config = make_config(args.algo, **_options(args, defaults))
+        trainer = Trainer(config, resume=args.resume)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"textgym {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        rows = trainer.train()
+    except TrainingStopped as exc:
+        print(f"textgym {args.command}: {exc}", file=sys.stderr)
+        return 1
+    rewards = [r["train/reward"] for r in rows if "train/reward" in r]
+    evals = [r["eval/reward"] for r in rows if "eval/reward" in r]
+    k = max(1, min(3, len(rewards) // 3))
+    print(
+        f"done in {time.perf_counter() - start:.0f} s: train/reward {sum(rewards[:k]) / k:.3f} "
+        f"(first {k} iterations) -> {sum(rewards[-k:]) / k:.3f} (last {k})"
+        + (f"; eval/reward {evals[0]:.3f} -> {evals[-1]:.3f}" if len(evals) > 1 else "")
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    return _run(args, {})
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return _run(args, DEMO_DEFAULTS)
