@@ -39,7 +39,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -59,8 +59,9 @@ DEFAULT_PAIR_TEMPLATE = (
     "Rubric: {rubric}\nQuestion: {prompt}\nResponse A: {a}\nResponse B: {b}\n\n"
     "Which response is better according to the rubric? Answer {labels}."
 )
-LOCAL_SCALE: dict[str, float] = {"No": 0.0, "Yes": 1.0}
-"""Default verdicts of a local judge: a 135M model separates good from bad best as Yes/No."""
+LOCAL_SCALE: dict[str, float] = {"Yes": 1.0, "No": 0.0}
+"""Default verdicts of a local judge. SmolLM2-135M separates good from bad best as Yes/No, and
+better when the prompt offers "Yes or No" than "No or Yes" (labels are shown in scale order)."""
 REMOTE_SCALE: dict[str, float] = {str(i): float(i) for i in range(1, 11)}
 """Default verdicts of a remote judge: a served model can use a 1-10 scale."""
 PAIR_LABELS = ("A", "B")
@@ -728,19 +729,20 @@ class JudgeReward:
         return conv
 
     def pair_conversation(self, prompt: str, first: str, second: str) -> Conversation:
-        """The chat the judge sees to compare two completions; few-shot pairs come from
-        examples that share a prompt (best vs worst, alternating which is shown first)."""
+        """The chat the judge sees to compare two completions. Few-shot pairs come from
+        examples that share a prompt: best against worst, shown in both orders so that the
+        demonstrations favour neither slot."""
         conv = self._head()
         by_prompt: dict[str, list[tuple[str, float]]] = {}
         for p, c, s in self.examples:
             by_prompt.setdefault(p, []).append((c, s))
-        for i, (p, items) in enumerate(by_prompt.items()):
+        for p, items in by_prompt.items():
             best, worst = max(items, key=lambda x: x[1]), min(items, key=lambda x: x[1])
             if best[1] == worst[1]:
                 continue
-            shown, label = ((best[0], worst[0]), "A") if i % 2 == 0 else ((worst[0], best[0]), "B")
-            conv.append({"role": "user", "content": self._pair_user(p, *shown)})
-            conv.append({"role": "assistant", "content": self._answer("winner", label)})
+            for shown, label in (((best[0], worst[0]), "A"), ((worst[0], best[0]), "B")):
+                conv.append({"role": "user", "content": self._pair_user(p, *shown)})
+                conv.append({"role": "assistant", "content": self._answer("winner", label)})
         conv.append({"role": "user", "content": self._pair_user(prompt, first, second)})
         return conv
 
@@ -866,11 +868,35 @@ class JudgeReward:
     # -- pairwise -------------------------------------------------------------------------------
 
     def pairwise_preferences(
-        self, prompts: list[str], a: list[str], b: list[str]
+        self,
+        prompts: list[str],
+        a: list[str],
+        b: list[str],
+        method: Literal["compare", "scores"] = "compare",
+        temperature: float = 0.1,
     ) -> list[Preference]:
-        """Compare ``a[i]`` with ``b[i]`` for ``prompts[i]``, each pair in both orders."""
+        """Judge ``a[i]`` against ``b[i]`` for ``prompts[i]``.
+
+        ``method="compare"`` shows the judge both completions, in both orders, and averages
+        (:func:`combine_orders`) so that a preference for the first slot cancels out.
+        ``method="scores"`` compares the pointwise scores instead (Bradley-Terry:
+        ``p_a = sigmoid((score_a - score_b) / temperature)``), which has no position bias by
+        construction and suits judges too small to compare two texts in one prompt.
+        """
         if not len(prompts) == len(a) == len(b):
             raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(a)} a, {len(b)} b")
+        if method == "scores":
+            if temperature <= 0:
+                raise ValueError(f"temperature must be > 0, got {temperature}")
+            scores, _ = self.scores_and_fallbacks(list(prompts) * 2, list(a) + list(b))
+            diff = (scores[: len(a)].astype(np.float64) - scores[len(a) :]) / temperature
+            p_a = 1.0 / (1.0 + np.exp(-diff))
+            return [
+                Preference(prompt=p, a=x, b=y, **combine_orders(q, 1.0 - q, self.tie_margin))
+                for p, x, y, q in zip(prompts, a, b, p_a.tolist(), strict=True)
+            ]
+        if method != "compare":
+            raise ValueError(f"method must be 'compare' or 'scores', got {method!r}")
         firsts: list[float | None] = []
         todo: dict[tuple, list[int]] = {}
         for i, (p, x, y) in enumerate(zip(prompts, a, b, strict=True)):
@@ -881,9 +907,8 @@ class JudgeReward:
                 if hit is None:
                     todo.setdefault(key, []).append(2 * i + order)
         keys = list(todo)
-        values, fell_back = self._judge(
-            [self.pair_conversation(k[1], k[2], k[3]) for k in keys], PAIR_LABELS, "winner"
-        )
+        conversations = [self.pair_conversation(k[1], k[2], k[3]) for k in keys]
+        values, fell_back = self._judge(conversations, PAIR_LABELS, "winner")
         self._stats["pair_judged"] += len(keys)
         for key, v, fb in zip(keys, values, fell_back, strict=True):
             self._store(key, (float(v), bool(fb)))
@@ -895,41 +920,65 @@ class JudgeReward:
             prefs.append(Preference(prompt=p, a=x, b=y, **merged))
         return prefs
 
-    def compare(self, prompt: str, a: str, b: str) -> Preference:
-        """One pairwise judgment of ``a`` against ``b`` (both orders)."""
-        return self.pairwise_preferences([prompt], [a], [b])[0]
+    def compare(
+        self, prompt: str, a: str, b: str, method: Literal["compare", "scores"] = "compare"
+    ) -> Preference:
+        """One pairwise judgment of ``a`` against ``b`` (see :meth:`pairwise_preferences`)."""
+        return self.pairwise_preferences([prompt], [a], [b], method=method)[0]
 
     def __repr__(self) -> str:
         return f"JudgeReward(name={self.name!r}, judge={self.backend.name!r}, labels={self.labels})"
 
 
-def add_preferences_to_store(
-    store: Any,
-    preferences: Sequence[Preference],
-    task: str,
-    rater: str,
-    model: str | None = None,
-    include_ties: bool = False,
-) -> int:
-    """Write pairwise AI preferences to a :class:`textgym.feedback.store.FeedbackStore`.
+class PreferenceStore(Protocol):
+    """The part of :class:`textgym.feedback.store.FeedbackStore` that records rankings."""
 
-    Each decided preference becomes a two-item ranking (winner first) by ``rater`` (use
-    ``"ai:<judge name>"``); ties are skipped unless ``include_ties`` (then ``a`` goes first, as
-    the store has no tie label). ``model`` names the policy that wrote the completions.
-    Returns the number of rankings written.
+    def add_sample(
+        self,
+        prompt: str,
+        completion: str,
+        *,
+        task: str = "",
+        model: str = "",
+        meta: dict | None = None,
+    ) -> int: ...
+
+    def add_ranking(self, sample_ids: Sequence[int], *, rater: str) -> int: ...
+
+
+def add_preferences_to_store(
+    store: PreferenceStore,
+    preferences: Sequence[Preference],
+    *,
+    rater: str,
+    task: str = "",
+    model: str = "",
+    include_ties: bool = False,
+) -> list[int]:
+    """Write pairwise AI preferences to a feedback store; return the new ranking ids.
+
+    Each decided preference becomes a two-item ranking (winner first) by ``rater``, so
+    ``store.preference_pairs(rater=rater)`` gives them back as ``(prompt, chosen, rejected)``
+    pairs for the reward-model trainer, exactly like human rankings. ``rater`` must start with
+    ``"ai:"`` (see :func:`judge_rater`) so that AI labels never pass for human ones. Ties are
+    skipped unless ``include_ties`` (then ``a`` goes first: a ranking cannot express a tie).
+    ``task`` and ``model`` (the policy that wrote the completions) tag the stored samples.
     """
-    written = 0
+    if not rater.startswith("ai:"):
+        raise ValueError(
+            f"AI preferences need a rater name starting with 'ai:' (e.g. 'ai:smollm2-135m'), "
+            f"got {rater!r}"
+        )
+    ranking_ids = []
     for pref in preferences:
         if pref.winner == "tie" and not include_ties:
             continue
         best, worst = (pref.b, pref.a) if pref.winner == "b" else (pref.a, pref.b)
         ids = [
-            store.add_sample(task, pref.prompt, best, model=model),
-            store.add_sample(task, pref.prompt, worst, model=model),
+            store.add_sample(pref.prompt, text, task=task, model=model) for text in (best, worst)
         ]
-        store.add_ranking(ids, rater)
-        written += 1
-    return written
+        ranking_ids.append(store.add_ranking(ids, rater=rater))
+    return ranking_ids
 
 
 def judge_rater(judge: JudgeReward) -> str:
