@@ -32,17 +32,24 @@ from textgym.rewards.metrics import (
 )
 
 # Other reward families register themselves on import: add one import line per module here.
+# isort: split
+from textgym.rewards.judge import JudgeReward, LocalJudge, RemoteJudge
+from textgym.rewards.safety import SafetyPenalty
 
 __all__ = [
     "Bleu",
     "Chrf",
+    "JudgeReward",
     "KeywordCoverage",
     "LengthReward",
+    "LocalJudge",
+    "RemoteJudge",
     "RepetitionPenalty",
     "RewardBuilder",
     "RewardFn",
     "RewardSpec",
     "Rouge",
+    "SafetyPenalty",
     "SemanticSimilarity",
     "SoftKeywordCoverage",
     "WeightedSum",
