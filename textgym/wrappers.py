@@ -22,6 +22,7 @@ batched forward for every env whose prefix changed.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, SupportsFloat
@@ -30,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from numpy.typing import ArrayLike
 from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
@@ -338,6 +340,12 @@ class ReferenceLM:
     def hidden_size(self) -> int:
         return int(self.model.get_input_embeddings().weight.shape[1])
 
+    @functools.cached_property
+    def unit_embeddings(self) -> torch.Tensor:
+        """(V, E) the input embeddings scaled to unit length, built once and shared by wrappers."""
+        weight = self.model.get_input_embeddings().weight.detach()
+        return nn.functional.normalize(weight.float(), dim=-1)
+
     def attach(self, vocab_size: int) -> int:
         """A new slot for an env with ``vocab_size`` actions."""
         check_vocab(self.model, vocab_size)
@@ -508,13 +516,12 @@ class TopKActions(_ReferenceWrapper):
     """``Discrete(k)``: pick one of the reference LM's k most likely next tokens.
 
     ## Observation
-    ``Box(float32, (4k + 1 [+ H],))``, in this order:
+    ``Box(float32, (3k + 1 [+ H],))``, in this order:
 
     - ``logprob`` (k): the candidates' reference log-probabilities, best first (clipped at -50);
     - ``prompt_match`` (k): each candidate's best cosine similarity, in input-embedding space,
       to a prompt token (1 when the candidate appears in the prompt: copying keywords);
     - ``used`` (k): 1 when the candidate is already in the completion;
-    - ``rank`` (k): the candidate's rank scaled to [0, 1];
     - ``progress`` (1): generated tokens / ``max_new_tokens``;
     - ``hidden`` (H, when ``include_hidden``): the reference's last-layer hidden state at the
       last token, a pooled summary of the prefix.
@@ -530,7 +537,7 @@ class TopKActions(_ReferenceWrapper):
     >>> env = TopKActions(env, tiny_model(env.unwrapped.tokenizer), k=4, include_hidden=False)
     >>> obs, info = env.reset(seed=0)
     >>> env.action_space, obs.shape
-    (Discrete(4), (17,))
+    (Discrete(4), (13,))
     >>> obs, reward, terminated, truncated, info = env.step(0)
     >>> info["token_id"] == int(env.candidates[0]) or terminated
     True
@@ -548,11 +555,10 @@ class TopKActions(_ReferenceWrapper):
         self.k = k
         self.include_hidden = include_hidden
         self.max_new_tokens = int(env.get_wrapper_attr("max_new_tokens"))
-        size = 4 * k + 1 + (self.reference.hidden_size if include_hidden else 0)
+        size = 3 * k + 1 + (self.reference.hidden_size if include_hidden else 0)
         self.action_space = spaces.Discrete(k)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
-        weight = self.reference.model.get_input_embeddings().weight.detach()
-        self._embed = nn.functional.normalize(weight.float(), dim=-1)  # (V, E)
+        self._embed = self.reference.unit_embeddings  # (V, E)
         self._prompt_embed: torch.Tensor | None = None
         self._generated: list[int] = []
         self.candidates = np.zeros(k, dtype=np.int64)
@@ -594,12 +600,21 @@ class TopKActions(_ReferenceWrapper):
             top_lp.clamp(min=-50.0),
             match,
             used.float(),
-            torch.linspace(0, 1, self.k),
             torch.tensor([len(self._generated) / self.max_new_tokens]),
         ]
         if self.include_hidden:
             parts.append(self.reference.hidden(self.slot))
         return torch.cat([p.float().cpu() for p in parts]).numpy()
+
+
+def kl_penalty(logprob: ArrayLike, ref_logprob: ArrayLike, beta: float) -> np.ndarray:
+    """The per-token shaping term ``-beta * (logprob - ref_logprob)`` (elementwise, float32).
+
+    >>> print(kl_penalty([-1.0, -3.0], [-2.0, -3.0], beta=0.5))
+    [-0.5  0. ]
+    """
+    kl = np.asarray(logprob, dtype=np.float32) - np.asarray(ref_logprob, dtype=np.float32)
+    return (-beta * kl + 0.0).astype(np.float32)  # + 0.0 turns -0.0 into 0.0
 
 
 class KLPenalty(_ReferenceWrapper):
@@ -643,13 +658,13 @@ class KLPenalty(_ReferenceWrapper):
         self._reported = value
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        ref_logprob = float(self.reference.logprobs(self.slot)[int(action)])
-        obs, reward, terminated, truncated, info = super().step(action)
+        logprobs = self.reference.logprobs(self.slot)  # (V,) before the step changes the prefix
+        obs, reward, terminated, truncated, info = super().step(action)  # the env checks action
+        ref_logprob = float(logprobs[int(action)])
         info = {**info, "ref_logprob": ref_logprob}
         if self._reported is not None:
-            kl = self._reported - ref_logprob
-            reward = float(reward) - self.beta * kl
-            info["kl"] = kl
+            reward = float(reward) + float(kl_penalty(self._reported, ref_logprob, self.beta))
+            info["kl"] = self._reported - ref_logprob
             self._reported = None
         return obs, reward, terminated, truncated, info
 
@@ -661,6 +676,7 @@ __all__ = [
     "ReferenceLM",
     "TopKActions",
     "content_end",
+    "kl_penalty",
     "last_token_forward",
     "right_align",
     "top_set",
