@@ -188,7 +188,8 @@ def parse_verdict(text: str, scale: Mapping[str, float], key: str = "score") -> 
     hits = {
         v
         for label, v in scale.items()
-        if re.search(rf"(?<![\w.]){re.escape(label)}(?![\w.])", text, re.IGNORECASE)
+        # a label as a word; "8." ending a sentence counts, "8.5" and "v8" do not
+        if re.search(rf"(?<![\w.]){re.escape(label)}(?!\w|\.\d)", text, re.IGNORECASE)
     }
     return hits.pop() if len(hits) == 1 else None
 
@@ -859,11 +860,11 @@ class JudgeReward:
         return np.asarray(parts[self.name], dtype=np.float32)
 
     @property
-    def stats(self) -> dict[str, float]:
-        """Counters: calls, judged, cache_hits, parse_failures, fallbacks and the backend's
-        (requests, retries, timeouts, http_errors, http_<code>, connection_errors,
+    def stats(self) -> Counter:
+        """Counters (0 when absent): calls, judged, cache_hits, parse_failures, fallbacks and the
+        backend's (requests, retries, timeouts, http_errors, http_<code>, connection_errors,
         malformed_responses, failed_requests; forward_passes for a local judge)."""
-        return {**self.backend.stats, **self._stats}
+        return Counter({**self.backend.stats, **self._stats})
 
     # -- pairwise -------------------------------------------------------------------------------
 
