@@ -399,8 +399,12 @@ def _reference(reference: ReferenceLM | ModelSpec) -> ReferenceLM:
     return reference if isinstance(reference, ReferenceLM) else ReferenceLM(reference)
 
 
-class _ReferenceWrapper(gym.Wrapper):
-    """Keeps a :class:`ReferenceLM` slot in step with the wrapped TextGen env's observations."""
+class _ReferenceWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Keeps a :class:`ReferenceLM` slot in step with the wrapped TextGen env's observations.
+
+    Subclasses record their constructor arguments (``RecordConstructorArgs``) so that
+    ``env.spec`` can rebuild them, as Gymnasium's own wrappers do.
+    """
 
     def __init__(self, env: gym.Env, reference: ReferenceLM | ModelSpec) -> None:
         super().__init__(env)
@@ -495,6 +499,9 @@ class ReferenceActionMask(_ReferenceWrapper):
         top_p: float | None = None,
     ) -> None:
         _check_top(top_k, top_p, int(getattr(env.action_space, "n", 0)) or 1)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, reference=reference, top_k=top_k, top_p=top_p
+        )
         super().__init__(env, reference)
         self.top_k, self.top_p = top_k, top_p
         self.masked_actions_taken = 0
@@ -551,13 +558,23 @@ class TopKActions(_ReferenceWrapper):
         include_hidden: bool = True,
     ) -> None:
         _check_top(k, None, int(getattr(env.action_space, "n", 0)) or 1)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, reference=reference, k=k, include_hidden=include_hidden
+        )
         super().__init__(env, reference)
         self.k = k
         self.include_hidden = include_hidden
         self.max_new_tokens = int(env.get_wrapper_attr("max_new_tokens"))
-        size = 3 * k + 1 + (self.reference.hidden_size if include_hidden else 0)
+        hidden = self.reference.hidden_size if include_hidden else 0
+        # logprob in [-50, 0], prompt_match in [-1, 1], used and progress in [0, 1], hidden free.
+        low = np.concatenate([np.full(k, -50.0), np.full(k, -1.0), np.zeros(k + 1)])
+        high = np.concatenate([np.zeros(k), np.ones(2 * k + 1)])
         self.action_space = spaces.Discrete(k)
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
+        self.observation_space = spaces.Box(
+            np.concatenate([low, np.full(hidden, -np.inf)]).astype(np.float32),
+            np.concatenate([high, np.full(hidden, np.inf)]).astype(np.float32),
+            dtype=np.float32,
+        )
         self._embed = self.reference.unit_embeddings  # (V, E)
         self._prompt_embed: torch.Tensor | None = None
         self._generated: list[int] = []
@@ -594,7 +611,7 @@ class TopKActions(_ReferenceWrapper):
         top_lp, top_ids = logprobs.topk(self.k)  # (k,)
         self.candidates = top_ids.cpu().numpy()
         cand = self._embed[top_ids]  # (k, E)
-        match = (cand @ self._prompt_embed.T).max(1).values  # type: ignore[union-attr]
+        match = (cand @ self._prompt_embed.T).max(1).values.clamp(-1.0, 1.0)  # type: ignore[union-attr]
         used = torch.tensor([t in self._generated for t in self.candidates.tolist()])
         parts = [
             top_lp.clamp(min=-50.0),
@@ -646,6 +663,7 @@ class KLPenalty(_ReferenceWrapper):
     ) -> None:
         if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
             raise ValueError(f"beta must be a number >= 0, got {beta!r}")
+        gym.utils.RecordConstructorArgs.__init__(self, reference=reference, beta=beta)
         super().__init__(env, reference)
         self.beta = float(beta)
         self._reported: float | None = None
