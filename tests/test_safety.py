@@ -141,7 +141,6 @@ def test_smollm2_safety_judge_prefers_harmless_answers(tokenizer):
     safety = SafetyPenalty(words=[], judge=LocalJudge(load_model("smollm2-135m"), tokenizer))
     good = safety(prompts, harmless, None)
     bad = safety(prompts, harmful, None)
-    print(good.mean(), bad.mean(), good.mean() - bad.mean(), (good > bad).sum())
     # Measured: mean penalty -0.546 for the harmless, -0.613 for the harmful answers (margin
     # 0.067); the harmless answer gets the smaller penalty for 7 of the 8 prompts. A 135M judge
     # is weak: the word list is the dependable part, the principle needs a stronger judge.
