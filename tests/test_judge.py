@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import textgym  # noqa: F401  (registers TextGen-v0)
+from textgym.feedback import FeedbackStore, PreferencePair
 from textgym.models import load_model, tiny_model
 from textgym.rewards import make_reward, score
 from textgym.rewards._openai_server import OpenAIServer, Reply, model_responder
@@ -22,6 +23,7 @@ from textgym.rewards.judge import (
     JudgeReward,
     LocalJudge,
     RemoteJudge,
+    add_preferences_to_store,
     combine_orders,
     format_rubric,
     judge_rater,
@@ -489,3 +491,53 @@ def test_remote_options_are_validated():
         wrong_path = RemoteJudge(server.url + "/v2", api_key_env=None, check=False)
         with pytest.raises(RuntimeError, match="HTTP 404; is the URL the OpenAI-compatible base"):
             JudgeReward(judge=wrong_path)(["q"], ["a"])
+
+
+# ----------------------------------------------------------------------------- feedback store
+
+
+def test_ai_preferences_go_to_the_feedback_store(tmp_path):
+    # A judge that recognizes the right answer, and one pair it cannot tell apart.
+    def respond(body):
+        first, second = shown(body)
+        if "Paris" in first + second:
+            return '{"winner": "A"}' if "Paris" in first else '{"winner": "B"}'
+        return '{"winner": "A"}'  # position bias only: a tie once both orders are combined
+
+    server, judge = pair_server(respond)
+    try:
+        prefs = judge.pairwise_preferences(
+            ["Capital of France?", "Capital of France?", "Say hi."],
+            ["Lyon.", "Paris.", "Hi."],
+            ["Paris.", "Marseille.", "Hello."],
+        )
+    finally:
+        server.close()
+    assert [p.winner for p in prefs] == ["b", "a", "tie"]
+    rater = judge_rater(judge)
+    assert rater.startswith("ai:judge-model@http://127.0.0.1:")
+    with FeedbackStore(tmp_path / "feedback.db") as store:
+        store.add_ranking(
+            [
+                store.add_sample("Say hi.", "Hello!", task="qa"),
+                store.add_sample("Say hi.", "Go away.", task="qa"),
+            ],
+            rater="alice",
+        )
+        ids = add_preferences_to_store(store, prefs, rater=rater, task="qa", model="policy-v0")
+        assert len(ids) == 2  # the tie is skipped
+        # The reward-model trainer reads AI labels exactly as human ones.
+        assert store.preference_pairs(rater=rater) == [
+            PreferencePair("Capital of France?", "Paris.", "Lyon.", rater),
+            PreferencePair("Capital of France?", "Paris.", "Marseille.", rater),
+        ]
+        assert len(store.preference_pairs()) == 3 and store.raters() == sorted(["alice", rater])
+        # "Paris." is stored once for both rankings (same prompt, task and model).
+        assert store.counts()["samples"] == 2 + 3
+        # A tie can be kept on request: `a` goes first.
+        add_preferences_to_store(store, prefs[2:], rater=rater, include_ties=True)
+        assert store.preference_pairs(rater=rater)[-1] == PreferencePair(
+            "Say hi.", "Hi.", "Hello.", rater
+        )
+        with pytest.raises(ValueError, match="rater name starting with 'ai:'.*got 'judge'"):
+            add_preferences_to_store(store, prefs, rater="judge")

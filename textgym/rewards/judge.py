@@ -962,8 +962,9 @@ def add_preferences_to_store(
     ``store.preference_pairs(rater=rater)`` gives them back as ``(prompt, chosen, rejected)``
     pairs for the reward-model trainer, exactly like human rankings. ``rater`` must start with
     ``"ai:"`` (see :func:`judge_rater`) so that AI labels never pass for human ones. Ties are
-    skipped unless ``include_ties`` (then ``a`` goes first: a ranking cannot express a tie).
-    ``task`` and ``model`` (the policy that wrote the completions) tag the stored samples.
+    skipped unless ``include_ties`` (then ``a`` goes first: a ranking cannot express a tie);
+    a pair of identical completions is always skipped. ``task`` and ``model`` (the policy that
+    wrote the completions) tag the stored samples.
     """
     if not rater.startswith("ai:"):
         raise ValueError(
@@ -972,7 +973,7 @@ def add_preferences_to_store(
         )
     ranking_ids = []
     for pref in preferences:
-        if pref.winner == "tie" and not include_ties:
+        if pref.a == pref.b or (pref.winner == "tie" and not include_ties):
             continue
         best, worst = (pref.b, pref.a) if pref.winner == "b" else (pref.a, pref.b)
         ids = [
