@@ -111,7 +111,9 @@ class _LMPolicyMixin:
         # A plain attribute, not a submodule: the built LM is registered once, as ``lm``.
         object.__setattr__(self, "model_spec", model)
         self.prefix_cache = prefix_cache
-        self._cache: PrefixCache | None = None
+        # The rollout KV cache, built on the first no-grad call (its incremental_rows and
+        # full_rows count one-token and whole-prefix forwards).
+        self.rollout_cache: PrefixCache | None = None
 
     def _build(self, lr_schedule: Schedule) -> None:
         """The LM, a value head on its last hidden state, and the optimizer over both."""
@@ -141,9 +143,9 @@ class _LMPolicyMixin:
         """``(logits (B, V), hidden (B, H))`` at each observation's last token."""
         ids, mask = obs["input_ids"], obs["attention_mask"]  # type: ignore[index]
         if self.prefix_cache and not torch.is_grad_enabled():
-            if self._cache is None:
-                self._cache = PrefixCache(self.lm, self.vocab_size)
-            return self._cache(ids, mask, version=self._weights_version())
+            if self.rollout_cache is None:
+                self.rollout_cache = PrefixCache(self.lm, self.vocab_size)
+            return self.rollout_cache(ids, mask, version=self._weights_version())
         logits, hidden, _ = last_token_forward(self.lm, ids, mask, self.vocab_size)
         return logits, hidden
 
@@ -209,8 +211,10 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
 
     Args:
         model: a name/path/alias for :func:`textgym.models.load_model` (default
-            ``"smollm2-135m"``), a transformers config (random init; small to save) or a
-            causal LM module (used as is: do not share it with a reference model).
+            ``"smollm2-135m"``), a transformers config (random init) or a causal LM module
+            (used as is: do not share it with a reference model). ``model.save()`` pickles
+            this spec, so save with a name/path or a config: a module does not pickle, and the
+            trained weights are restored from the saved state dict either way.
         prefix_cache: reuse a per-env KV cache during rollouts (default True); False runs the
             whole prefix every step (same numbers, slower).
 
@@ -312,7 +316,13 @@ class KLRewardCallback(BaseCallback):
         self.kl: list[float] = []  # mean per-token KL of each step of the current rollout
 
     def _on_training_start(self) -> None:
-        betas = set(self.training_env.get_attr("beta"))
+        try:
+            betas = set(self.training_env.get_attr("beta"))
+        except AttributeError as exc:
+            raise TypeError(
+                "KLRewardCallback needs envs wrapped in textgym.wrappers.KLPenalty (it holds beta "
+                "and puts ref_logprob in info)"
+            ) from exc
         if len(betas) != 1:
             raise ValueError(f"the KLPenalty wrappers of the envs disagree on beta: {betas}")
         self.beta = float(betas.pop())
