@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -335,3 +338,28 @@ def test_maskable_ppo_with_reference_masks_learns_and_obeys_the_masks():
     assert after > 0.8 and after > before + 0.4
     assert sum(venv.get_attr("masked_actions_taken")) == 0
     assert sum(eval_envs.get_attr("masked_actions_taken")) == 0
+
+
+# ----------------------------------------------------------------------------- examples
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TINY = ["--tiny", "--max-new-tokens", "3", "--timesteps", "16"]
+
+
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [
+        ("sb3_ppo_lm.py", [*TINY, "--num-envs", "2"]),
+        ("sb3_ppo_lm.py", [*TINY, "--num-envs", "2", "--algo", "a2c"]),
+        ("sb3_maskable_ppo.py", [*TINY, "--num-envs", "2", "--top-k", "4"]),
+        ("sb3_topk_dqn.py", [*TINY, "--algo", "qrdqn"]),
+        ("sb3_topk_onpolicy.py", [*TINY, "--num-envs", "2", "--algo", "recurrentppo"]),
+    ],
+)
+def test_examples_run_with_a_tiny_budget(script, argv, capsys):
+    main = runpy.run_path(str(EXAMPLES / script))["main"]
+    after = main(argv)
+    assert 0.0 <= after <= 1.0  # the keywords task scores coverage in [0, 1]
+    out = capsys.readouterr().out
+    assert "mean episode reward" in out
+    if script == "sb3_maskable_ppo.py":
+        assert "masked tokens emitted: 0" in out
