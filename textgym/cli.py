@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "info": "textgym.cli:add_info_parser",
     "train": "agents.cli:add_train_parser",
     "demo": "agents.cli:add_demo_parser",
+    "feedback": "textgym.feedback.cli:add_parser",
 }
 
 

@@ -603,10 +603,14 @@ class FeedbackStore:
         tid, kind, prompt, ids, needed, created = row
         return LabelTask(tid, kind, prompt, tuple(json.loads(ids)), needed, created)
 
-    def next_task(self, rater: str, *, kinds: Iterable[str] = TASK_KINDS) -> LabelTask | None:
-        """The oldest open task ``rater`` has not labelled yet (None when there is none)."""
+    def next_task(
+        self, rater: str, *, kinds: Iterable[str] = TASK_KINDS, exclude: Iterable[int] = ()
+    ) -> LabelTask | None:
+        """The oldest open task ``rater`` has not labelled yet, among ``kinds`` and not in
+        ``exclude`` (tasks the rater skipped); None when there is none."""
         rater = _check_rater(rater)
         kinds = list(kinds)
+        excluded = [int(t) for t in exclude]
         marks = ",".join("?" * len(kinds))
         rows = self._read(
             f"""
@@ -614,9 +618,10 @@ class FeedbackStore:
             WHERE t.kind IN ({marks})
               AND (SELECT COUNT(*) FROM task_labels l WHERE l.task_id = t.id) < t.needed
               AND NOT EXISTS (SELECT 1 FROM task_labels l WHERE l.task_id = t.id AND l.rater = ?)
+              AND t.id NOT IN ({",".join("?" * len(excluded))})
             ORDER BY t.id LIMIT 1
             """,
-            (*kinds, rater),
+            (*kinds, rater, *excluded),
         )
         return self._task(rows[0]) if rows else None
 
@@ -630,6 +635,19 @@ class FeedbackStore:
         if not rows:
             raise KeyError(f"no labeling task with id {task_id} in {self.path}")
         return bool(rows[0][0])
+
+    def task_scores(self, task_ids: Sequence[int]) -> dict[int, list[int]]:
+        """The rating scores given for each of ``task_ids`` (an empty list when none yet)."""
+        out: dict[int, list[int]] = {int(t): [] for t in task_ids}
+        if out:
+            rows = self._read(
+                f"SELECT task_id, score FROM ratings WHERE task_id IN ({','.join('?' * len(out))}) "
+                "ORDER BY id",
+                list(out),
+            )
+            for tid, score in rows:
+                out[tid].append(score)
+        return out
 
     def progress(self, rater: str | None = None) -> dict[str, int]:
         """Queue counts: ``tasks``, ``done`` (fully labelled), ``open``; with ``rater``, also

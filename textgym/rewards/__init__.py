@@ -33,14 +33,19 @@ from textgym.rewards.metrics import (
 
 # Other reward families register themselves on import: add one import line per module here.
 # isort: split
+from textgym.feedback.human import HumanReward
+from textgym.feedback.reward_model import ClassifierReward, LearnedReward
 from textgym.rewards.judge import JudgeReward, LocalJudge, RemoteJudge
 from textgym.rewards.safety import SafetyPenalty
 
 __all__ = [
     "Bleu",
     "Chrf",
+    "ClassifierReward",
+    "HumanReward",
     "JudgeReward",
     "KeywordCoverage",
+    "LearnedReward",
     "LengthReward",
     "LocalJudge",
     "RemoteJudge",

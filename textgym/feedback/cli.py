@@ -1,0 +1,172 @@
+"""``textgym feedback ...``: serve the labeling page, label on the console, train reward models.
+
+- ``serve --db FILE [--host --port --token]``: the labeling web app (a token is generated when
+  binding beyond localhost without one);
+- ``label --db FILE --rater NAME``: rate the open "rate" tasks on the console;
+- ``train-rm --db FILE --kind pairs|ratings|binary --out DIR``: fine-tune a reward model on the
+  store's labels (every :class:`~textgym.feedback.reward_model.RewardModelConfig` field is an
+  option) and print its held-out metrics;
+- ``stats --db FILE``: agreement statistics as JSON;
+- ``export --db FILE --out FILE.jsonl`` / ``import --db FILE --file FILE.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import secrets
+
+from agents.config import field_docs
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "feedback", help="human feedback: labeling web app, store, reward models"
+    )
+    commands = parser.add_subparsers(dest="feedback_command", metavar="SUBCOMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="serve the labeling web page")
+    serve.add_argument("--db", required=True, help="feedback store file (created when missing)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    serve.add_argument(
+        "--token", default=None, help="access token; generated when --host is not loopback"
+    )
+    serve.set_defaults(func=_serve)
+
+    label = commands.add_parser("label", help="rate the open 'rate' tasks on the console")
+    label.add_argument("--db", required=True)
+    label.add_argument("--rater", required=True, help="your name, stored with each rating")
+    label.set_defaults(func=_label)
+
+    train = commands.add_parser("train-rm", help="train a reward model on the store's labels")
+    train.add_argument("--db", required=True)
+    train.add_argument("--out", required=True, help="folder for the Hugging Face format model")
+    train.add_argument("--rater", default=None, help="use only this rater's labels")
+    _add_config_options(train)
+    train.set_defaults(func=_train_rm)
+
+    stats = commands.add_parser("stats", help="print agreement statistics as JSON")
+    stats.add_argument("--db", required=True)
+    stats.set_defaults(func=_stats)
+
+    export = commands.add_parser("export", help="write samples and labels as JSON lines")
+    export.add_argument("--db", required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=_export)
+
+    imp = commands.add_parser("import", help="add samples and labels from JSON lines")
+    imp.add_argument("--db", required=True)
+    imp.add_argument("--file", required=True)
+    imp.set_defaults(func=_import)
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    from textgym.feedback.reward_model import KINDS, RewardModelConfig
+
+    docs = field_docs(RewardModelConfig)
+    types = {"int": int, "float": float, "str": str, "bool": bool}
+    for f in dataclasses.fields(RewardModelConfig):
+        option = "--" + f.name.replace("_", "-")
+        name = str(f.type).split("|")[0].strip()
+        if name == "bool":
+            parser.add_argument(
+                option,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=docs.get(f.name),
+            )
+        else:
+            parser.add_argument(
+                option,
+                type=types.get(name, str),
+                default=f.default,
+                choices=KINDS if f.name == "kind" else None,
+                help=docs.get(f.name),
+            )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from textgym.feedback.server import is_loopback, make_server
+
+    token = args.token
+    if token is None and not is_loopback(args.host):
+        token = secrets.token_urlsafe(24)
+    server = make_server(args.db, host=args.host, port=args.port, token=token)
+    print(f"labeling {args.db} at {server.url}  (Ctrl+C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from textgym.feedback.human import console_label
+    from textgym.feedback.store import FeedbackStore
+
+    with FeedbackStore(args.db) as store:
+        done = 0
+        skipped: set[int] = set()
+        while True:
+            task = store.next_task(args.rater, kinds=["rate"], exclude=skipped)
+            if task is None:
+                break
+            try:
+                if console_label(store, task.id, rater=args.rater):
+                    done += 1
+                else:
+                    skipped.add(task.id)
+            except (EOFError, KeyboardInterrupt):
+                break
+        print(f"\n{done} ratings saved; {store.progress(args.rater)['left_for_rater']} tasks left")
+    return 0
+
+
+def _train_rm(args: argparse.Namespace) -> int:
+    from textgym.feedback.reward_model import (
+        RewardModelConfig,
+        examples_from_store,
+        train_reward_model,
+    )
+    from textgym.feedback.store import FeedbackStore
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RewardModelConfig)}
+    config = RewardModelConfig(**values)
+    with FeedbackStore(args.db) as store:
+        examples = examples_from_store(store, config.kind, rater=args.rater)
+    if not examples:
+        print(f"no {config.kind} labels in {args.db}" + (f" by {args.rater}" if args.rater else ""))
+        return 1
+    model, metrics = train_reward_model(examples, config=config)
+    model.save(args.out)
+    print(json.dumps({"saved": args.out, **metrics}, indent=2))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from textgym.feedback.aggregate import agreement_report
+    from textgym.feedback.store import FeedbackStore
+
+    with FeedbackStore(args.db) as store:
+        print(json.dumps(agreement_report(store), indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from textgym.feedback.store import FeedbackStore
+
+    with FeedbackStore(args.db) as store:
+        print(f"{store.export_jsonl(args.out)} lines written to {args.out}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from textgym.feedback.store import FeedbackStore
+
+    with FeedbackStore(args.db) as store:
+        print(json.dumps(store.import_jsonl(args.file)))
+    return 0
