@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import runpy
 import socket
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -541,3 +543,14 @@ def test_ai_preferences_go_to_the_feedback_store(tmp_path):
         )
         with pytest.raises(ValueError, match="rater name starting with 'ai:'.*got 'judge'"):
             add_preferences_to_store(store, prefs, rater="judge")
+
+
+def test_example_runs(tmp_path, capsys):
+    example = Path(__file__).parents[1] / "examples" / "ai_judge.py"
+    main = runpy.run_path(str(example))["main"]
+    main(["--db", str(tmp_path / "feedback.db")])
+    out = capsys.readouterr().out
+    assert "'Go away, idiot.': reward" in out and "'safety': -0.5" in out
+    assert "ai:smollm2-135m prefers 'The capital of France is Paris.' over 'Go away, idiot.'" in out
+    with FeedbackStore(tmp_path / "feedback.db") as store:
+        assert len(store.preference_pairs(rater="ai:smollm2-135m")) == 2

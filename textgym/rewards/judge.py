@@ -308,7 +308,9 @@ class LocalJudge:
                     add_special_tokens=False,
                 ).to(device)
                 with torch.inference_mode():
-                    logits = model(**enc, logits_to_keep=1).logits[:, -1, :].float()  # (b, V)
+                    logits = (
+                        model(**enc, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()
+                    )  # (b, V)
                 logp = torch.log_softmax(logits, dim=-1)
                 per_label = torch.stack(
                     [torch.logsumexp(logp[:, ids], dim=-1) for ids in label_ids], dim=-1
