@@ -333,6 +333,17 @@ def test_remote_gives_up_after_the_retries():
     assert stats["failed_requests"] == 2 and stats["fallbacks"] == 2
 
 
+def test_server_answers_a_failing_responder_with_http_500():
+    def respond(body):
+        raise RuntimeError("model crashed")
+
+    with OpenAIServer(respond) as server:
+        judge = JudgeReward(judge=remote(server, max_retries=1))
+        _, fell_back = judge.scores_and_fallbacks(["q"], ["a"])
+    assert fell_back.tolist() == [True] and judge.stats["http_500"] == 2
+    assert [str(e) for e in server.errors] == ["model crashed"] * 2
+
+
 def test_remote_client_errors_are_not_retried():
     with OpenAIServer(lambda body: Reply(status=400)) as server:
         judge = JudgeReward(judge=remote(server, max_retries=3))

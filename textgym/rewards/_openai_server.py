@@ -43,7 +43,8 @@ class OpenAIServer:
     """An OpenAI-compatible HTTP server on ``127.0.0.1`` and a free port, in a thread.
 
     ``server.url`` is the base URL (``http://127.0.0.1:<port>/v1``); ``server.requests`` keeps
-    every chat request body received; ``server.max_in_flight`` the most requests served at once.
+    every chat request body received; ``server.max_in_flight`` the most requests served at once;
+    ``server.errors`` the exceptions raised by ``respond`` (each answered with HTTP 500).
 
     >>> with OpenAIServer(lambda body: "Yes") as server:
     ...     server.url.startswith("http://127.0.0.1:")
@@ -54,6 +55,7 @@ class OpenAIServer:
         self.respond = respond
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
+        self.errors: list[Exception] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -118,6 +120,11 @@ class OpenAIServer:
                         reply = Reply(content=reply)
                     if reply.delay:
                         time.sleep(reply.delay)
+                except (
+                    Exception
+                ) as exc:  # a failing responder is a server error, as in real servers
+                    server.errors.append(exc)
+                    reply = Reply(status=500)
                 finally:
                     with server._lock:
                         server.in_flight -= 1
