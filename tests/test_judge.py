@@ -113,6 +113,7 @@ def test_local_judge_ranks_good_completions_above_bad(smollm2, tokenizer):
     assert margin > 0.05, (good.round(3), bad.round(3))
     assert int((good > bad).sum()) >= 6, (good.round(3), bad.round(3))
     assert judge.stats["judged"] == 16 and judge.stats["label_mass_sum"] > 0
+    assert judge_rater(judge) == "ai:smollm2-135m"  # named after the loaded model
 
     # Pairwise from the same judge by pointwise scores: no position bias, and every judgment
     # comes from the cache filled above (no new forward pass).

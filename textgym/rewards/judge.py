@@ -39,6 +39,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -198,13 +199,6 @@ def parse_verdict(text: str, scale: Mapping[str, float], key: str = "score") -> 
 # Backends
 
 
-class JudgeBackend(Protocol):
-    """What :class:`JudgeReward` needs from a judge model."""
-
-    name: str
-    stats: Counter
-
-
 class LocalJudge:
     """A Hugging Face causal LM read through its next-token probabilities.
 
@@ -215,6 +209,9 @@ class LocalJudge:
         batch_size: judge prompts per forward pass.
         max_length: judge prompts longer than this many tokens lose their beginning (the
             few-shot examples and rubric go first, the verdict question is kept).
+        name: the judge's name in logs and in the feedback-store rater ``"ai:<name>"``;
+            default: the model name, or the last part of a loaded model's ``name_or_path``
+            (``"smollm2-135m"`` for ``load_model("smollm2-135m")``), or its class name.
 
     The model is loaded on first use, so building a reward costs nothing until it scores.
     """
@@ -226,6 +223,7 @@ class LocalJudge:
         device: str | None = None,
         batch_size: int = 8,
         max_length: int = 1024,
+        name: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -233,7 +231,10 @@ class LocalJudge:
             raise ValueError(f"max_length must be >= 16 tokens, got {max_length}")
         if not isinstance(model, str) and tokenizer is None:
             raise ValueError("LocalJudge: pass the tokenizer of a loaded model (tokenizer=...)")
-        self.name = model if isinstance(model, str) else type(model).__name__
+        loaded_from = Path(str(getattr(model, "name_or_path", "") or "")).name
+        self.name = (
+            name or (model if isinstance(model, str) else loaded_from) or type(model).__name__
+        )
         self._model = None if isinstance(model, str) else model
         self._model_name = model if isinstance(model, str) else None
         self.device = device
