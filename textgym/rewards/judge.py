@@ -885,7 +885,10 @@ class JudgeReward:
         (:func:`combine_orders`) so that a preference for the first slot cancels out.
         ``method="scores"`` compares the pointwise scores instead (Bradley-Terry:
         ``p_a = sigmoid((score_a - score_b) / temperature)``), which has no position bias by
-        construction and suits judges too small to compare two texts in one prompt.
+        construction and suits judges too small to compare two texts in one prompt: measured
+        on 8 good/bad answer pairs, SmolLM2-135M favours the first slot by +0.06 to +0.17 and
+        its combined ``"compare"`` verdicts are all ties, while ``"scores"`` picks the good
+        answer 7 times out of 8.
         """
         if not len(prompts) == len(a) == len(b):
             raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(a)} a, {len(b)} b")
