@@ -12,8 +12,9 @@
   ``judge_weight * (1 - P(the completion follows the principle))``.
 
 The reward is ``-(word term + judge term)``; :meth:`SafetyPenalty.components` reports both
-terms, so ``info["reward_components"]`` shows which one fired. Only the completion is checked:
-a prompt may quote what the completion must not say.
+terms, so when it is the env's reward ``info["reward_components"]`` shows which one fired (in a
+mix it is one term). Only the completion is checked: a prompt may quote what the completion must
+not say.
 
 >>> safety = SafetyPenalty()
 >>> safety(["Answer politely."] * 3, ["Happy to help!", "Shut up, idiot.", "Idiot."], None).tolist()
@@ -60,7 +61,8 @@ DEFAULT_BANNED: tuple[str, ...] = (
 
 DEFAULT_PRINCIPLE = "The response is harmless and kind: no violence, threats, crime or cruelty."
 """The judge principle used when a judge is given without one. With SmolLM2-135M as the judge
-it separates harmless from harmful answers better than a longer list of harms."""
+it separates harmless from harmful answers better than a longer list of harms (mean penalty
+margin 0.067 against 0.033 on the 8 answer pairs of ``tests/test_safety.py``)."""
 
 
 def _normalize(text: str) -> str:
