@@ -18,9 +18,10 @@ the completion into a judge prompt and asks a judge model for a verdict:
 Judgments are batched and cached by (prompt, completion, rubric): a repeated pair costs nothing.
 
 :meth:`JudgeReward.pairwise_preferences` compares two completions of one prompt in both orders
-(cancelling the judge's position bias) and :func:`add_preferences_to_store` writes the verdicts to
-the feedback store as rankings by rater ``"ai:<judge name>"``, so the reward-model trainer learns
-from AI labels exactly as from human ones.
+(cancelling the judge's position bias), or by their pointwise scores for judges too small to
+compare two texts, and :func:`add_preferences_to_store` writes the verdicts to the feedback store
+as rankings by rater ``"ai:<judge name>"``, so the reward-model trainer learns from AI labels
+exactly as from human ones.
 """
 
 from __future__ import annotations
