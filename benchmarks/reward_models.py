@@ -14,6 +14,8 @@ import argparse
 import json
 import time
 
+import torch
+
 from textgym.feedback.data import TASKMASTER4_REWARD_FILES, sst2, taskmaster4_rewards
 from textgym.feedback.reward_model import RewardModelConfig, train_reward_model
 
@@ -29,7 +31,10 @@ def main() -> None:
     parser.add_argument("--balance", action="store_true", help="weight classes by frequency")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="folder to save the reward model")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.dataset == "sst2":
         train, test = sst2("train"), sst2("dev")

@@ -1,6 +1,7 @@
 """``HumanReward``: people score finished episodes, through the web page or the console.
 
-Each call stores the batch's (prompt, completion) pairs in the feedback store, queues one
+Each call stores the batch's (prompt, completion) pairs, with their task metadata (the JSON-able
+values, e.g. keywords), in the feedback store, queues one
 "rate" task per completion (``raters_per_item`` raters each) and waits for the ratings:
 
 - ``mode="web"``: raters label on the page of ``textgym feedback serve --db FILE`` (the same
@@ -30,6 +31,7 @@ reward model. The component ``human_labeled`` (1 rated, 0 not) reports which rew
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -195,8 +197,10 @@ class HumanReward:
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts for {len(completions)} completions")
         sample_ids = [
-            self.store.add_sample(p, c, task=self.task, model=self.model)
-            for p, c in zip(prompts, completions, strict=True)
+            self.store.add_sample(
+                p, c, task=self.task, model=self.model, meta=_sample_meta(meta, i)
+            )
+            for i, (p, c) in enumerate(zip(prompts, completions, strict=True))
         ]
         task_ids = [
             self.store.add_task("rate", sample_ids=[s], needed=self.raters_per_item)
@@ -246,6 +250,24 @@ class HumanReward:
             f"HumanReward({str(self.store.path)!r}, mode={self.mode!r}, "
             f"timeout={self.timeout:g}, on_timeout={self.on_timeout!r})"
         )
+
+
+def _sample_meta(meta: dict[str, Any], i: int) -> dict[str, Any]:
+    """Sample ``i``'s task metadata (e.g. its keywords) for the store: JSON-able values only.
+
+    >>> _sample_meta({"keywords": [["a", "b"], ["c"]], "array": [object(), object()]}, 1)
+    {'keywords': ['c']}
+    """
+    out = {}
+    for key, values in meta.items():
+        value = values[i]
+        value = value.tolist() if hasattr(value, "tolist") else value
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        out[key] = value
+    return out
 
 
 def _subset(
