@@ -307,3 +307,27 @@ def test_newer_or_foreign_files_are_refused(tmp_path):
         FeedbackStore(junk)
     with pytest.raises(IsADirectoryError, match="is a directory"):
         FeedbackStore(tmp_path)
+
+
+def test_command_line_label_stats_export_import(tmp_path, monkeypatch, capsys):
+    from textgym import cli
+
+    db = tmp_path / "fb.sqlite"
+    with FeedbackStore(db) as store:
+        for text in ("first", "second", "third"):
+            store.add_task("rate", sample_ids=[store.add_sample("p", text)])
+    answers = iter(["4", "", "2"])  # rate, skip, rate
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    assert cli.main(["feedback", "label", "--db", str(db), "--rater", "cli"]) == 0
+    assert "2 ratings saved; 1 tasks left" in capsys.readouterr().out
+    assert cli.main(["feedback", "stats", "--db", str(db)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["ratings"] == 2
+    assert report["raters"]["cli"] == {"ratings": 2, "mean": 3.0, "std": 1.0}
+    out = tmp_path / "all.jsonl"
+    assert cli.main(["feedback", "export", "--db", str(db), "--out", str(out)]) == 0
+    copy = tmp_path / "copy.sqlite"
+    assert cli.main(["feedback", "import", "--db", str(copy), "--file", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"sample": 3, "rating": 2}
+    with FeedbackStore(copy) as store:
+        assert sorted(r.score for r in store.ratings()) == [2, 4]

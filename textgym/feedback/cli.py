@@ -116,7 +116,7 @@ def _label(args: argparse.Namespace) -> int:
             if task is None:
                 break
             try:
-                if console_label(store, task.id, rater=args.rater):
+                if console_label(store, task.id, rater=args.rater, input_fn=input):
                     done += 1
                 else:
                     skipped.add(task.id)
