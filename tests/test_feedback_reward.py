@@ -342,6 +342,12 @@ def test_hf_sequence_classifier_as_reward(one_thread, tiny_encoder, tmp_path):
     p1, p0 = prob(["x"] * 3, texts, None), neg(["x"] * 3, texts, None)
     np.testing.assert_allclose(p1 + p0, np.ones(3), atol=1e-5)
     assert logit(["x"] * 3, texts, None).shape == (3,)
+    # A sequence classifier also serves as the base of a new reward model (its head is dropped).
+    pairs = [PreferencePair("q", "the book was great", "the book was awful", "r")] * 8
+    model, _ = train_reward_model(
+        pairs, pairs[:2], tiny_config("pairs", base_model=str(tmp_path / "clf"), epochs=1)
+    )
+    assert type(model.encoder).__name__ == "BertModel"
     with pytest.raises(ValueError, match=r"label 'MAYBE' is not one of the model's labels"):
         ClassifierReward(str(tmp_path / "clf"), label="MAYBE")
     with pytest.raises(ValueError, match="label index 5 out of range for 2 labels"):
