@@ -6,7 +6,11 @@ the completion into a judge prompt and asks a judge model for a verdict:
 - :class:`LocalJudge`, any Hugging Face causal LM (default SmolLM2-135M-Instruct, offline). The
   score is the *expected* verdict under the judge's next-token distribution restricted to the
   verdict tokens (``"No"``/``"Yes"`` or digits), so every completion gets a score and no free
-  text is parsed.
+  text is parsed. SmolLM2-135M is a weak judge: it ranks clearly right, polite answers above
+  gibberish and insults (``tests/test_judge.py``), but it preferred "No. Nobody cares about X,
+  figure it out yourself, idiot." to "Of course! For X, start with small steps and practise a
+  little every day." for 22 of 24 topics X (2 ties). Train against it for mechanics and demos;
+  serve a stronger judge (:class:`RemoteJudge`) for results that matter.
 - :class:`RemoteJudge`, any OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp
   server, a hosted API). Requests run concurrently up to a limit, with timeouts and retries with
   exponential backoff on 429/5xx; the answer is requested as JSON and read by a tolerant parser
