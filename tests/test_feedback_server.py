@@ -157,8 +157,23 @@ def test_binding_beyond_localhost_requires_a_token(store):
         good = {TOKEN_HEADER: "s3cret-token-0123456789"}
         assert request(srv, "GET", "/api/stats", headers=good)[0] == 200
         assert srv.url.endswith("/?token=s3cret-token-0123456789")
+        # The page address sets an HttpOnly cookie, so its scripts and styles load with it.
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+        conn.request("GET", "/?token=s3cret-token-0123456789")
+        resp = conn.getresponse()
+        resp.read()
+        cookie = resp.getheader("Set-Cookie")
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        conn.close()
+        with_cookie = {"Cookie": cookie.split(";")[0]}
+        assert request(srv, "GET", "/app.js", headers=with_cookie)[0] == 200
+        assert request(srv, "GET", "/app.js", headers={"Cookie": "textgym_token=nope"})[0] == 401
     finally:
         srv.stop()
+    with pytest.raises(ValueError, match="at least 16 characters among letters"):
+        make_server(store, host="0.0.0.0", port=0, token="short")
+    with pytest.raises(ValueError, match="at least 16 characters among letters"):
+        make_server(store, host="0.0.0.0", port=0, token="spaces are not ok here;x")
 
 
 def test_stats_endpoint_reports_agreement(server, store):
@@ -190,13 +205,14 @@ def _chromium_or_skip():
     return playwright
 
 
+def _chromium_path() -> str:
+    return CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+
+
 def test_web_app_end_to_end_in_headless_chromium(server, queued, store):
     sync_api = _chromium_or_skip()
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
-            args=CHROMIUM_ARGS,
-        )
+        browser = p.chromium.launch(executable_path=_chromium_path(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             errors: list[str] = []
@@ -262,3 +278,30 @@ def test_web_app_end_to_end_in_headless_chromium(server, queued, store):
         ("Write a haiku about rain.", "Soft rain on the roof")
     ]
     assert store.progress()["done"] == 4
+
+
+def test_web_app_with_an_access_token_in_headless_chromium(store):
+    sync_api = _chromium_or_skip()
+    sample = store.add_sample("Say hi.", "Hello!")
+    store.add_task("rate", sample_ids=[sample])
+    srv = make_server(store, host="0.0.0.0", port=0, token="browser-token-0123456789").start()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=_chromium_path(), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(srv.url)
+                page.fill("#rater", "remote")
+                page.press("#rater", "Enter")
+                page.wait_for_selector("#task[data-kind='rate']")
+                page.keyboard.press("5")
+                page.keyboard.press("Enter")
+                page.wait_for_selector("#status:has-text('Nothing left to label')")
+                page.click("#stats-link")
+                page.wait_for_selector("#raters tr >> nth=1")
+                assert "remote" in page.text_content("#raters")
+            finally:
+                browser.close()
+    finally:
+        srv.stop()
+    assert [(r.score, r.rater) for r in store.ratings()] == [(5, "remote")]

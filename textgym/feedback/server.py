@@ -9,8 +9,9 @@ themself on the page, and a task stays open until it has the labels it needs.
 Safety:
 
 - it binds to 127.0.0.1 by default; binding to any other address requires an access token,
-  which every request must carry (``?token=`` in the page address, then an
-  ``X-Textgym-Token`` header); on localhost without a token, requests must name a local
+  which every request must carry: ``?token=`` in the page address (the answer sets it as an
+  HttpOnly, SameSite=Strict cookie for the page's scripts), the cookie, or an
+  ``X-Textgym-Token`` header; on localhost without a token, requests must name a local
   ``Host`` (no DNS rebinding);
 - the page inserts model text with ``textContent`` only, and a Content-Security-Policy allows
   no inline script, so a completion containing ``<script>`` is shown, never run;
@@ -31,9 +32,11 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -49,6 +52,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 20_000
 """Longest comment, edit or demonstration accepted."""
 TOKEN_HEADER = "X-Textgym-Token"
+COOKIE_NAME = "textgym_token"
 _STATIC = {
     "/": ("label.html", "text/html; charset=utf-8"),
     "/stats": ("stats.html", "text/html; charset=utf-8"),
@@ -167,6 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: LabelingServer
     server_version = "textgym-labeling"
     sys_version = ""
+    _set_cookie = False  # set per request by _check_access
 
     # -- plumbing
 
@@ -177,6 +182,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self._set_cookie:
+            self.send_header(
+                "Set-Cookie",
+                f"{COOKIE_NAME}={self.server.token}; HttpOnly; SameSite=Strict; Path=/",
+            )
         for key, value in _SECURITY_HEADERS.items():
             self.send_header(key, value)
         self.end_headers()
@@ -195,8 +205,21 @@ class _Handler(BaseHTTPRequestHandler):
                     f"this server only answers requests for localhost, not Host {host!r}",
                 )
             return
-        given = self.headers.get(TOKEN_HEADER) or (query.get("token") or [""])[0]
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        cookie = SimpleCookie()
+        try:
+            cookie.load(self.headers.get("Cookie") or "")
+        except CookieError:
+            cookie.clear()
+        from_query = (query.get("token") or [""])[0]
+        given = (
+            self.headers.get(TOKEN_HEADER)
+            or from_query
+            or (cookie[COOKIE_NAME].value if COOKIE_NAME in cookie else "")
+        )
+        if hmac.compare_digest(given.encode(), token.encode()):
+            # The page's scripts and styles load without ?token=: remember it in a cookie.
+            self._set_cookie = bool(from_query)
+        else:
             raise HttpError(
                 HTTPStatus.UNAUTHORIZED,
                 f"missing or wrong access token: open the address printed by "
@@ -204,6 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _handle(self, method: str) -> None:
+        self._set_cookie = False
         try:
             url = urlsplit(self.path)
             query = parse_qs(url.query, max_num_fields=20)
@@ -295,8 +319,10 @@ class LabelingServer(ThreadingHTTPServer):
                 "access token (`--token`, or let `textgym feedback serve` generate one), or bind "
                 "to 127.0.0.1"
             )
-        if token is not None and len(token) < 16:
-            raise ValueError("the access token must be at least 16 characters")
+        if token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", token):
+            raise ValueError(
+                "the access token must be at least 16 characters among letters, digits and . _ ~ -"
+            )
         self.app = app
         self.token = token
         self._thread: threading.Thread | None = None
