@@ -23,7 +23,7 @@ from textgym.wrappers import ReferenceActionMask, ReferenceLM
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timesteps", type=int, default=512, help="env steps (tokens) to train")
+    parser.add_argument("--timesteps", type=int, default=256, help="env steps (tokens) to train")
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--top-k", type=int, default=16, help="allowed tokens per step")

@@ -25,7 +25,7 @@ from textgym.wrappers import KLPenalty, ReferenceLM
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", choices=["ppo", "a2c"], default="ppo")
-    parser.add_argument("--timesteps", type=int, default=512, help="env steps (tokens) to train")
+    parser.add_argument("--timesteps", type=int, default=256, help="env steps (tokens) to train")
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--beta", type=float, default=0.05, help="KL coefficient")

@@ -134,6 +134,15 @@ def test_wrappers_sharing_a_reference_lm_run_one_forward_per_vector_step(
     assert reference.batched_calls == 3
 
 
+def test_a_shared_reference_lm_needs_one_observation_length(tokenizer, reference_model, small_task):
+    reference = ReferenceLM(reference_model)
+    short = ReferenceActionMask(make_env(small_task, tokenizer, max_new_tokens=2), reference)
+    long = ReferenceActionMask(make_env(small_task, tokenizer, max_new_tokens=5), reference)
+    short.reset(seed=0)
+    with pytest.raises(ValueError, match=r"observes \(29,\) token ids but .* observe \(26,\)"):
+        long.reset(seed=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -360,10 +360,15 @@ class ReferenceLM:
 
     def observe(self, slot: int, observation: dict[str, np.ndarray]) -> None:
         """Record ``slot``'s current observation (its answer is computed when first asked)."""
-        self._obs[slot] = (
-            torch.as_tensor(observation["input_ids"], device=self.device),
-            torch.as_tensor(observation["attention_mask"], device=self.device),
-        )
+        ids = torch.as_tensor(observation["input_ids"], device=self.device)
+        others = [seen.shape for s, (seen, _) in self._obs.items() if s != slot]
+        if others and others[0] != ids.shape:
+            raise ValueError(
+                f"slot {slot} observes {tuple(ids.shape)} token ids but the other slots of this "
+                f"ReferenceLM observe {tuple(others[0])}: share a ReferenceLM only between envs "
+                "with the same max_prompt_tokens + max_new_tokens"
+            )
+        self._obs[slot] = (ids, torch.as_tensor(observation["attention_mask"], device=self.device))
         self._fresh.discard(slot)
 
     def logprobs(self, slot: int) -> torch.Tensor:
