@@ -31,7 +31,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/rollout_vs_generate.py
+	$(PY) benchmarks/train_vs_trl.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

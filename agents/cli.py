@@ -109,7 +109,10 @@ def _add_parser(
     previous = subparsers._parser_class
     subparsers._parser_class = _OptionsParser
     try:
-        return subparsers.add_parser(name, help=help_text, description=help_text)
+        # No prefix matching: a typo must not silently select a neighbouring option.
+        return subparsers.add_parser(
+            name, help=help_text, description=help_text, allow_abbrev=False
+        )
     finally:
         subparsers._parser_class = previous
 

@@ -138,8 +138,10 @@ class Trainer:
         if config.kl_coef == 0 and not adaptive:
             reference = None
         self.policy = TransformerPolicy(model, reference, vocab_size=len(tokenizer))
-        self.policy = self.runtime.prepare(self.policy)  # type: ignore[assignment]
         self.algorithm = ALGORITHMS[type(config).algo][1](config)
+        if not self.algorithm.needs_values:  # critic-free: the value head is not trained
+            self.policy.value_head.requires_grad_(False)
+        self.policy = self.runtime.prepare(self.policy)  # type: ignore[assignment]
         self.sampling = Sampling(config.temperature, config.top_k, config.top_p)
 
         vocab = model.get_output_embeddings().weight.shape[0]
@@ -238,7 +240,7 @@ class Trainer:
         metrics["time/rollout_s"] = rollout_s
         metrics["time/update_s"] = end - update_start
         metrics["time/tokens_per_s"] = batch.num_tokens / (end - start)
-        self._last_batch = batch
+        self.last_batch = batch  # the latest rollout, for inspection and benchmarks
         return metrics
 
     def update(self, batch: Rollout, targets: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -49,7 +49,7 @@ def make_envs(tokenizer, num_envs: int = 4, max_new_tokens: int = 6, **kw) -> Te
     )
 
 
-def test_gumbel_sampling_matches_softmax():
+def test_sampling_matches_softmax():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(20000, 1)
     g = torch.Generator().manual_seed(0)
     draws = sample_tokens(logits, Sampling(temperature=1.0), g)
