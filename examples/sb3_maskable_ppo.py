@@ -16,6 +16,7 @@ from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.evaluation import evaluate_policy
 from stable_baselines3.common.env_util import make_vec_env
 
+import agents.sb3  # noqa: F401  (registers "LMPolicy")
 import textgym  # noqa: F401  (registers TextGen-v0)
 from textgym.models import load_model, shared_tokenizer, tiny_model
 from textgym.wrappers import ReferenceActionMask, ReferenceLM
