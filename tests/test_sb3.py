@@ -83,17 +83,19 @@ def test_cached_rollout_matches_the_training_forward(tokenizer, small_task):
     assert cache.incremental_rows == 3 * 4 and cache.full_rows == 3 * 3
 
 
-def test_prefix_cache_off_gives_the_same_actions(tokenizer, small_task):
-    obs = {k: v[None] for k, v in make_env(small_task, tokenizer).reset(seed=0)[0].items()}
-    predictions = []
-    for prefix_cache in (True, False):
-        model = PPO(
-            "LMPolicy",
-            make_env(small_task, tokenizer),
-            policy_kwargs={"model": tiny_model(tokenizer), "prefix_cache": prefix_cache},
-        )
-        predictions.append(model.predict(obs, deterministic=True)[0])
-    assert predictions[0] == predictions[1]
+def test_prefix_cache_off_gives_the_same_actions_through_an_episode(tokenizer, small_task):
+    env = make_env(small_task, tokenizer, max_new_tokens=5)
+    models = [
+        PPO("LMPolicy", env, policy_kwargs={"model": tiny_model(tokenizer), "prefix_cache": on})
+        for on in (True, False)
+    ]
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        cached, full = (m.predict(obs, deterministic=True)[0] for m in models)
+        assert cached == full
+        obs, *_ = env.step(cached)
+    assert models[0].policy.rollout_cache.incremental_rows == 4
+    assert models[1].policy.rollout_cache is None
 
 
 def test_saved_lm_policy_loads_with_the_same_predictions(tokenizer, small_task, tmp_path):
