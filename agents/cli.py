@@ -121,7 +121,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = _add_parser(
         subparsers,
         "train",
-        "train a language model policy on a task with PPO, RLOO, GRPO or REINFORCE",
+        "train a language model policy on a task with PPO, RLOO, GRPO, REINFORCE, SFT or DPO",
     )
     parser.add_argument(
         "--algo",
@@ -167,11 +167,11 @@ def _options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, An
 
 
 def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
-    from agents.trainer import Trainer, TrainingStopped, make_config
+    from agents.trainer import TRAINERS, Trainer, TrainingStopped, make_config
 
     try:
         config = make_config(args.algo, **_options(args, defaults))
-        trainer = Trainer(config, resume=args.resume)
+        trainer = TRAINERS.get(args.algo, Trainer)(config, resume=args.resume)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"textgym {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -181,11 +181,12 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     except TrainingStopped as exc:
         print(f"textgym {args.command}: {exc}", file=sys.stderr)
         return 1
-    rewards = [r["train/reward"] for r in rows if "train/reward" in r]
+    key = "train/reward" if any("train/reward" in r for r in rows) else "train/loss"  # sft, dpo
+    rewards = [r[key] for r in rows if key in r]
     evals = [r["eval/reward"] for r in rows if "eval/reward" in r]
     k = max(1, min(3, len(rewards) // 3))
     print(
-        f"done in {time.perf_counter() - start:.0f} s: train/reward {sum(rewards[:k]) / k:.3f} "
+        f"done in {time.perf_counter() - start:.0f} s: {key} {sum(rewards[:k]) / k:.3f} "
         f"(first {k} iterations) -> {sum(rewards[-k:]) / k:.3f} (last {k})"
         + (f"; eval/reward {evals[0]:.3f} -> {evals[-1]:.3f}" if len(evals) > 1 else "")
     )

@@ -74,6 +74,8 @@ class TrainConfig:
     """Weight beta of the KL to the frozen reference (0 = no reference model at all)."""
 
     # -- model setup
+    init: str | None = None
+    """Warm start: the weights of a finished run (its run_dir, or run_dir/policy), e.g. an SFT run, replace ``model``'s ("SFT then PPO"); the reference is then that model too."""
     lora_r: int = 0
     """LoRA rank; 0 trains every weight. With LoRA the reference is the base model with adapters off."""
     lora_alpha: int = 16

@@ -42,6 +42,9 @@ ALGORITHMS: dict[str, tuple[type[TrainConfig], type]] = {
     "grpo": (GRPOConfig, GRPO),
     "reinforce": (REINFORCEConfig, REINFORCE),
 }
+# Algorithms that learn from a fixed data set instead of rollouts (agents.sft, agents.dpo)
+# register their Trainer subclass here; train() and the command line build the right one.
+TRAINERS: dict[str, type[Trainer]] = {}
 # Changing these between a checkpoint and its resume does not change what is computed.
 RUN_CONTROL_FIELDS = {"iterations", "progress", "tensorboard", "save_every", "device"}
 
@@ -55,10 +58,10 @@ def make_config(algo: str, **options: Any) -> TrainConfig:
 
     >>> make_config("grpo", batch_size=8).completions_per_prompt
     4
-    >>> make_config("dpo")
+    >>> make_config("sac")
     Traceback (most recent call last):
     ...
-    ValueError: unknown algorithm 'dpo'; choose one of: ppo, rloo, grpo, reinforce
+    ValueError: unknown algorithm 'sac'; choose one of: ppo, rloo, grpo, reinforce, sft, dpo
     """
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of: {', '.join(ALGORITHMS)}")
@@ -77,6 +80,29 @@ def build_model(name: str, tokenizer: PreTrainedTokenizerBase, seed: int = 0) ->
     if name == "tiny":
         return tiny_model(tokenizer, seed=seed)
     return load_model(name)
+
+
+def init_weights(path: str) -> str:
+    """The policy directory of ``init``: a run directory (its ``policy/``) or a policy directory.
+
+    >>> init_weights("no/such/run")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: init='no/such/run' is not a finished run: expected no/such/run/policy/config.json or no/such/run/config.json (a directory written by save_pretrained)
+    """
+    run = Path(path)
+    for candidate in (run / "policy", run):
+        if (candidate / "adapter_config.json").is_file():
+            raise ValueError(
+                f"init={path!r} holds LoRA adapters, not full weights; warm-start from a run "
+                "trained without lora_r, or merge the adapters into the model first"
+            )
+        if (candidate / "config.json").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"init={path!r} is not a finished run: expected {run / 'policy' / 'config.json'} or "
+        f"{run / 'config.json'} (a directory written by save_pretrained)"
+    )
 
 
 class Trainer:
@@ -119,7 +145,9 @@ class Trainer:
             tokenizer = load_tokenizer(name)
         self.tokenizer = tokenizer
         torch.manual_seed(config.seed)
-        model = model if model is not None else build_model(config.model, tokenizer, config.seed)
+        if model is None:
+            name = init_weights(config.init) if config.init else config.model
+            model = build_model(name, tokenizer, config.seed)
         model.eval()  # no dropout: rollout and update must see the same function
         reference: str | None = "copy"
         if config.lora_r:
@@ -363,7 +391,8 @@ class Trainer:
                 if (cfg.save_every and i % cfg.save_every == 0) or i == cfg.iterations:
                     self.save_checkpoint()
                 bar.update(1)
-                bar.set_postfix(reward=f"{metrics['train/reward']:.3f}")
+                if "train/reward" in metrics:  # offline algorithms (sft, dpo) have no rollouts
+                    bar.set_postfix(reward=f"{metrics['train/reward']:.3f}")
                 self._say(self._line(metrics))
         except Exception as exc:
             checkpoint = latest_checkpoint(self.run_dir)
@@ -509,9 +538,9 @@ def train(
     Options are the fields of the algorithm's config; returns the finished :class:`Trainer`.
     """
     config = make_config(algo, **options)
-    trainer = Trainer(config, reward=reward, resume=resume)
+    trainer = TRAINERS.get(algo, Trainer)(config, reward=reward, resume=resume)
     trainer.train()
     return trainer
 
 
-__all__ = ["ALGORITHMS", "Trainer", "TrainingStopped", "make_config", "train"]
+__all__ = ["ALGORITHMS", "TRAINERS", "Trainer", "TrainingStopped", "make_config", "train"]

@@ -223,7 +223,7 @@ def test_killing_the_process_loses_at_most_the_work_since_the_last_checkpoint(tm
 
 
 def test_unknown_algorithm_and_option_list_the_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match="unknown algorithm 'a2c'; choose one of: ppo, rloo, grpo, reinforce"):
+    with pytest.raises(ValueError, match="unknown algorithm 'a2c'; choose one of: ppo, rloo, grpo, reinforce, sft, dpo"):
         make_config("a2c")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['lr'\] for ppo; valid options: model, "):
         make_config("ppo", lr=1e-3)
@@ -244,7 +244,7 @@ def test_command_line_trains_and_reports_errors(tmp_path, capsys):
     assert "already holds a checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["train", "--algo", "dqn"])
-    assert "invalid choice: 'dqn' (choose from 'ppo', 'rloo', 'grpo', 'reinforce')" in capsys.readouterr().err
+    assert "invalid choice: 'dqn' (choose from 'ppo', 'rloo', 'grpo', 'reinforce', 'sft', 'dpo')" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["train", "--learning-rat", "1"])
     assert "unknown option(s) --learning-rat 1; valid options for ppo: --model" in capsys.readouterr().err
