@@ -221,7 +221,7 @@ class TransformerPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """No-cache forward: ``(logits (B, T', V), values (B, T'))`` for the last ``keep`` = T'."""
         logits, hidden, _ = self.lm_forward(self.model, input_ids, attention_mask, keep=keep)
-        return logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        return logits, self.value_head(hidden.float()).squeeze(-1)
 
 
 @dataclass
@@ -386,7 +386,7 @@ def rollout(
 
 
 def evaluate_tokens(
-    policy: TransformerPolicy,
+    policy: TransformerPolicy | nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     tokens: torch.Tensor,
@@ -399,7 +399,9 @@ def evaluate_tokens(
     Returns ``(logprobs (B, N), values (B, N) or None, entropy (B, N) or None)`` for every
     completion position; with ``reference=True`` the reference LM's log-probs (no values).
     The last token is never an input (nothing is predicted after it), and the LM head runs on
-    the N positions that predict completion tokens only.
+    the N positions that predict completion tokens only. ``policy`` may be a data-parallel
+    wrapper of a :class:`TransformerPolicy` (training goes through its ``forward`` so that the
+    wrapper synchronises gradients), except with ``reference=True``.
     """
     N = tokens.shape[1]
     ids = torch.cat([prompt_ids, tokens], dim=1)[:, :-1]  # (B, P+N-1)
@@ -408,9 +410,8 @@ def evaluate_tokens(
         with policy.reference_mode_on() as ref:
             logits, _, _ = policy.lm_forward(ref, ids, attention, keep=N)
         return token_logprobs(logits, tokens, scale), None, None
-    logits, hidden, _ = policy.lm_forward(policy.model, ids, attention, keep=N)  # (B, N, V)
+    logits, values = policy(ids, attention, keep=N)  # (B, N, V), (B, N)
     logprobs = token_logprobs(logits, tokens, scale)
-    values = policy.value_head(hidden.float()).squeeze(-1)  # (B, N)
     entropy = None
     if with_entropy:
         with torch.no_grad():

@@ -1,13 +1,16 @@
 """Device placement, mixed precision and cross-process reductions, in one place.
 
-Everything the trainer does that depends on *where* it runs goes through :class:`Runtime`, so
-running under ``accelerate launch`` (N processes) means changing this module only: ``sum``
-becomes an all-reduce, ``backward`` goes through the accelerator, and so on.
+Everything the trainer does that depends on *where* it runs goes through :class:`Runtime`.
+Under ``accelerate launch`` with N processes, :func:`make_runtime` returns a
+:class:`DistributedRuntime`: ``sum`` becomes an all-reduce, the model and optimizer are
+prepared by ``accelerate`` (DDP, FSDP or DeepSpeed, as the user's accelerate config says) and
+``backward`` goes through the accelerator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import torch
@@ -66,6 +69,23 @@ class Runtime:
     def prepare(self, module: nn.Module) -> nn.Module:
         return module.to(self.device)
 
+    def prepare_training(
+        self, module: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """The module to run training forwards through, and the optimizer to step."""
+        return module, optimizer
+
+    def process_seed(self, seed: int) -> int:
+        """This process's seed: ``seed`` itself in process 0, distinct ones in the others."""
+        return seed + 100_003 * self.process_index
+
+    def gather_object(self, obj: Any) -> list[Any]:
+        """``obj`` of every process, in process order (on every process)."""
+        return [obj]
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+
     def generator(self, seed: int) -> torch.Generator:
         """The sampling generator, on the device so noise is drawn where the logits are."""
         return torch.Generator(device=self.device).manual_seed(seed)
@@ -73,6 +93,10 @@ class Runtime:
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over processes (identity with one process)."""
         return tensor
+
+    def mean(self, values: torch.Tensor) -> float:
+        """Mean of ``values`` over every process (each holds as many)."""
+        return float(self.sum(values.sum())) / (values.numel() * self.num_processes)
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -90,6 +114,65 @@ class Runtime:
         torch.set_rng_state(state["torch"])
         if "cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda"], self.device)
+
+
+class DistributedRuntime(Runtime):
+    """One of N processes started by ``accelerate launch``; ``accelerate`` owns the rest.
+
+    The model and optimizer go through ``Accelerator.prepare`` (DDP, FSDP or DeepSpeed by the
+    user's accelerate config), so gradients are synchronised by accelerate. Losses here are
+    sums over the *global* batch divided by its global token count; data-parallel wrappers
+    average gradients over processes, so :meth:`backward` scales the loss by N to get the
+    gradient of the global loss. On GPUs each process takes its own; with ``device="cpu"``
+    (or no GPU) the processes run on the CPU and talk over gloo.
+    """
+
+    def __init__(self, device: str | torch.device = "auto", mixed_precision: bool = True) -> None:
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator(cpu=resolve_device(device).type == "cpu")
+        self.device = self.accelerator.device
+        self.amp_dtype = torch.bfloat16 if mixed_precision and self.device.type == "cuda" else None
+        self.num_processes = self.accelerator.num_processes
+        self.process_index = self.accelerator.process_index
+
+    def prepare_training(
+        self, module: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        return self.accelerator.prepare(module, optimizer)
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor.to(self.device), reduction="sum")
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss * self.num_processes)
+
+    def clip_grad_norm(self, parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+        return self.accelerator.clip_grad_norm_(parameters, max_norm)
+
+    def gather_object(self, obj: Any) -> list[Any]:
+        from accelerate.utils import gather_object
+
+        return gather_object([obj])
+
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+
+def launched_processes() -> int:
+    """How many processes ``accelerate launch`` / ``torchrun`` started (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def make_runtime(device: str | torch.device = "auto", mixed_precision: bool = True) -> Runtime:
+    """A :class:`DistributedRuntime` under a multi-process launch, else a :class:`Runtime`.
+
+    >>> make_runtime("cpu").num_processes
+    1
+    """
+    if launched_processes() > 1:
+        return DistributedRuntime(device, mixed_precision)
+    return Runtime(device, mixed_precision)
 
 
 def masked_mean(

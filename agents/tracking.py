@@ -36,9 +36,14 @@ class MetricsLogger:
     """
 
     def __init__(
-        self, run_dir: Path, tensorboard: bool = True, rows: Sequence[dict[str, Any]] = ()
+        self,
+        run_dir: Path,
+        tensorboard: bool = True,
+        rows: Sequence[dict[str, Any]] = (),
+        write: bool = True,
     ) -> None:
         self.run_dir = run_dir
+        self.write = write  # False: keep the rows in memory only (processes other than 0)
         self.rows: list[dict[str, Any]] = [dict(r) for r in rows]
         self.writer = None
         if tensorboard:
@@ -63,7 +68,8 @@ class MetricsLogger:
             for key, value in metrics.items():
                 self.writer.add_scalar(key, value, iteration)
             self.writer.flush()
-        self.write_csv()
+        if self.write:
+            self.write_csv()
 
     def text(self, tag: str, markdown: str, iteration: int) -> None:
         if self.writer is not None:

@@ -30,7 +30,7 @@ from agents.policy import Rollout, Sampling, TransformerPolicy, evaluate_tokens,
 from agents.ppo import PPO, KLController, PPOConfig
 from agents.reinforce import REINFORCE, REINFORCEConfig
 from agents.rloo import RLOO, RLOOConfig
-from agents.runtime import Runtime
+from agents.runtime import make_runtime
 from agents.tracking import MetricsLogger, atomic_write, plot_rewards, samples_table
 from textgym.models import SMOLLM2_ALIAS, load_model, load_tokenizer, tiny_model
 from textgym.rewards.base import RewardSpec
@@ -138,7 +138,7 @@ class Trainer:
                 f"config must be one of {[c.__name__ for c, _ in ALGORITHMS.values()]}, got {type(config).__name__}"
             )
         self.config = config
-        self.runtime = Runtime(config.device, config.mixed_precision)
+        self.runtime = make_runtime(config.device, config.mixed_precision)
         self.run_dir = Path(config.output_dir)
         if tokenizer is None:
             name = config.tokenizer or (SMOLLM2_ALIAS if config.model == "tiny" else config.model)
@@ -187,7 +187,8 @@ class Trainer:
         self.envs = TextGenVectorEnv(
             num_envs=config.batch_size, split=config.split, **self.env_kwargs
         )
-        self.envs.reset(seed=config.seed)
+        seed = self.runtime.process_seed(config.seed)  # each process samples its own shard
+        self.envs.reset(seed=seed)
         self._eval_envs: TextGenVectorEnv | None = None
 
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -201,13 +202,18 @@ class Trainer:
             else (lambda i: max(0.0, 1.0 - i / total))
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        # Training forwards go through train_policy (a DDP/FSDP wrapper under accelerate);
+        # rollouts and evaluation use the plain policy.
+        self.train_policy, self.optimizer = self.runtime.prepare_training(
+            self.policy, self.optimizer
+        )
         self.kl = KLController(
             config.kl_coef,
             target=config.kl_target if adaptive else None,  # type: ignore[attr-defined]
             horizon=getattr(config, "kl_horizon", 10000),
         )
-        self.generator = self.runtime.generator(config.seed)
-        self.rng = np.random.default_rng(config.seed)  # minibatch shuffling
+        self.generator = self.runtime.generator(seed)
+        self.rng = np.random.default_rng(seed)  # minibatch shuffling
         self.iteration = 0
         rows: list[dict[str, Any]] = []
         if resume:
@@ -220,7 +226,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.runtime.is_main_process:
             atomic_write(self.run_dir / "config.json", _json(config.to_dict()))
-        self.logger = MetricsLogger(self.run_dir, config.tensorboard, rows)
+        main = self.runtime.is_main_process  # only process 0 writes logs
+        self.logger = MetricsLogger(self.run_dir, config.tensorboard and main, rows, write=main)
 
     # -- one iteration -----------------------------------------------------------------------
     def collect(self) -> Rollout:
@@ -245,17 +252,17 @@ class Trainer:
         start = time.perf_counter()
         batch = self.collect()
         rollout_s = time.perf_counter() - start
+        mean = rt.mean  # over the episodes of every process
         metrics: dict[str, float] = {
-            "train/reward": float(batch.scores.mean()),
-            "train/reward_std": float(batch.scores.std()) if len(batch.scores) > 1 else 0.0,
-            "train/length": float(batch.lengths.mean()),
+            "train/reward": mean(batch.scores),
+            "train/reward_std": (mean(batch.scores**2) - mean(batch.scores) ** 2) ** 0.5,
+            "train/length": mean(batch.lengths),
         }
         if len(batch.components) > 1:
             for name, values in batch.components.items():
-                metrics[f"train/reward/{name}"] = float(np.mean(values))
+                metrics[f"train/reward/{name}"] = mean(torch.as_tensor(values, device=rt.device))
         if batch.ref_logprobs is not None:
-            seq_kl = ((batch.logprobs - batch.ref_logprobs) * batch.mask).sum(-1)  # (B,)
-            metrics["train/kl"] = float(rt.sum(seq_kl.sum()) / (len(seq_kl) * rt.num_processes))
+            metrics["train/kl"] = mean(((batch.logprobs - batch.ref_logprobs) * batch.mask).sum(-1))
         metrics["train/kl_coef"] = self.kl.value
         targets, stats = self.algorithm.targets(batch, self.kl.value, rt)
         metrics.update(stats)
@@ -267,7 +274,7 @@ class Trainer:
         end = time.perf_counter()
         metrics["time/rollout_s"] = rollout_s
         metrics["time/update_s"] = end - update_start
-        metrics["time/tokens_per_s"] = batch.num_tokens / (end - start)
+        metrics["time/tokens_per_s"] = float(rt.sum(batch.mask.sum())) / (end - start)
         self.last_batch = batch  # the latest rollout, for inspection and benchmarks
         return metrics
 
@@ -296,7 +303,7 @@ class Trainer:
                     idx = rows[a * micro : (a + 1) * micro]
                     with rt.autocast():
                         logprobs, values, entropy = evaluate_tokens(
-                            self.policy,
+                            self.train_policy,
                             batch.prompt_ids[idx],
                             batch.prompt_mask[idx],
                             batch.tokens[idx],
@@ -377,7 +384,8 @@ class Trainer:
             total=cfg.iterations, initial=self.iteration, disable=not cfg.progress, desc=cfg.algo
         )
         try:
-            if self.iteration == 0 and cfg.eval_every and not self.logger.rows:
+            main = self.runtime.is_main_process  # evaluation and checkpoints: process 0
+            if self.iteration == 0 and cfg.eval_every and not self.logger.rows and main:
                 metrics: dict[str, float] = {}
                 table = self._evaluate_and_log(metrics)
                 self.logger.log(0, metrics)
@@ -385,7 +393,7 @@ class Trainer:
             while self.iteration < stop:
                 metrics = self.step()
                 i = self.iteration
-                if cfg.eval_every and (i % cfg.eval_every == 0 or i == cfg.iterations):
+                if main and cfg.eval_every and (i % cfg.eval_every == 0 or i == cfg.iterations):
                     self._evaluate_and_log(metrics)
                 self.logger.log(i, metrics)
                 if (cfg.save_every and i % cfg.save_every == 0) or i == cfg.iterations:
@@ -431,14 +439,16 @@ class Trainer:
             tqdm.write(text)
 
     def finish(self) -> None:
-        """Write the reward plot and the policy in Hugging Face format."""
+        """Write the reward plot and the policy in Hugging Face format (process 0)."""
+        self.logger.close()
+        if not self.runtime.is_main_process:
+            return
         plot_rewards(
             self.logger.rows,
             self.run_dir / "reward.png",
             f"{self.config.algo} on {self.config.task}",
         )
         self.save_pretrained(self.run_dir / "policy")
-        self.logger.close()
         first = self.run_dir / "samples" / "iter_000000.md"
         last = self.run_dir / "samples" / f"iter_{self.iteration:06d}.md"
         if first.is_file() and last.is_file() and first != last:
@@ -469,6 +479,7 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs; collective under accelerate (every process calls it)."""
         trainable = {n for n, p in self.policy.named_parameters() if p.requires_grad}
         return {
             "iteration": self.iteration,
@@ -477,18 +488,27 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "kl": self.kl.state_dict(),
-            "rng": {
-                "runtime": self.runtime.rng_state(),
-                "sampler": self.generator.get_state(),
-                "numpy": self.rng.bit_generator.state,
-                "env": self.envs.np_random.bit_generator.state,
-                "python": random.getstate(),
-            },
+            "rng": self.runtime.gather_object(self._rng_state()),  # one per process
             "metrics": self.logger.rows,
         }
 
+    def _rng_state(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime.rng_state(),
+            "sampler": self.generator.get_state(),
+            "numpy": self.rng.bit_generator.state,
+            "env": self.envs.np_random.bit_generator.state,
+            "python": random.getstate(),
+        }
+
     def save_checkpoint(self) -> Path:
-        return save_checkpoint(self.run_dir, self.iteration, self.state_dict())
+        """Write a checkpoint (process 0) once every process has handed in its RNG state."""
+        state = self.state_dict()
+        path = self.run_dir / "checkpoints"
+        if self.runtime.is_main_process:
+            path = save_checkpoint(self.run_dir, self.iteration, state)
+        self.runtime.barrier()
+        return path
 
     def _restore(self) -> list[dict[str, Any]]:
         path = latest_checkpoint(self.run_dir)
@@ -511,7 +531,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.kl.load_state_dict(state["kl"])
-        rng = state["rng"]
+        if len(state["rng"]) != self.runtime.num_processes:
+            raise ValueError(
+                f"{path} was written by {len(state['rng'])} process(es); resume it with the "
+                f"same number (this run has {self.runtime.num_processes})"
+            )
+        rng = state["rng"][self.runtime.process_index]
         self.runtime.set_rng_state(rng["runtime"])
         self.generator.set_state(rng["sampler"])
         self.rng.bit_generator.state = rng["numpy"]
