@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "train": "agents.cli:add_train_parser",
     "demo": "agents.cli:add_demo_parser",
     "feedback": "textgym.feedback.cli:add_parser",
+    "bench": "agents.bench:add_parser",
+    "report": "agents.report:add_parser",
 }
 
 

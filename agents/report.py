@@ -1,0 +1,317 @@
+"""``textgym report RUN_DIR``: tables, plots and samples from a finished (or partial) bench grid.
+
+Reads what :mod:`agents.bench` wrote (``results.csv``, each run's ``curve.csv`` and
+``samples.jsonl``) and writes, next to them::
+
+    RUN_DIR/report.md                    one table per task, curves, frontier, samples
+    RUN_DIR/plots/curves_<task>.png      train reward vs environment tokens, 95% bands
+    RUN_DIR/plots/frontier_<task>.png    held-out reward vs KL to the reference, per run
+
+Every number in a table is a statistic over seeds of the ``results.csv`` column of the same
+name: the mean with its 95% percentile-bootstrap confidence interval, and for the reward also
+the interquartile mean (:mod:`agents.stats`). A partial grid is reported as it stands; the
+``seeds`` column says how many runs each cell rests on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.evaluation import EVAL_METRICS
+from agents.stats import bootstrap_band, summarize
+from agents.tracking import atomic_write
+
+CURVE_POINTS = 50
+"""Grid points of the token axis on which seeds' learning curves are averaged."""
+SAMPLE_PROMPTS = 3
+"""Held-out prompts shown side by side in the report."""
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts of strings (empty list when the file has no rows)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fmt(value: float) -> str:
+    """A metric value with 3 significant decimals, large values without decimals.
+
+    >>> fmt(0.123456), fmt(1234.5), fmt(-0.0001)
+    ('0.123', '1234', '-0.000')
+    """
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3f}"
+
+
+def cell(values: Sequence[float]) -> str:
+    """``mean [low, high]``: the mean over seeds and its 95% bootstrap confidence interval.
+
+    >>> cell([0.2, 0.2])
+    '0.200 [0.200, 0.200]'
+    >>> cell([1.0])
+    '1.000'
+    """
+    s = summarize(values)
+    if s.n == 1:
+        return fmt(s.mean)
+    return f"{fmt(s.mean)} [{fmt(s.low)}, {fmt(s.high)}]"
+
+
+def task_table(rows: Sequence[dict[str, str]]) -> str:
+    """Markdown table of one task's runs: one line per algorithm, statistics over its seeds.
+
+    ``rows`` are ``results.csv`` rows; metric columns absent from every row are left out.
+
+    >>> rows = [{"algo": "ppo", "seed": str(s), "tokens": "10", "eval/reward": str(r)}
+    ...         for s, r in enumerate([0.1, 0.3])]
+    >>> print(task_table(rows))
+    | algo | seeds | tokens | reward (95% CI) | reward IQM |
+    |---|---|---|---|---|
+    | ppo | 2 | 10 | 0.200 [0.100, 0.300] | 0.200 |
+    """
+    by_algo: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        by_algo[row["algo"]].append(row)
+    metrics = [m for m in EVAL_METRICS if any(r.get(f"eval/{m}", "") != "" for r in rows)]
+    head = ["algo", "seeds", "tokens", "reward (95% CI)", "reward IQM"]
+    head += [m for m in metrics if m != "reward"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for algo, runs in by_algo.items():
+        tokens = np.mean([float(r["tokens"]) for r in runs])
+        rewards = [float(r["eval/reward"]) for r in runs]
+        line = [algo, str(len(runs)), f"{tokens:.0f}", cell(rewards), fmt(summarize(rewards).iqm)]
+        for m in metrics:
+            if m == "reward":
+                continue
+            values = [float(r[f"eval/{m}"]) for r in runs if r.get(f"eval/{m}", "") != ""]
+            line.append(cell(values) if values else "")
+        lines.append("| " + " | ".join(line) + " |")
+    return "\n".join(lines)
+
+
+def learning_curves(
+    curves: dict[str, list[list[dict[str, str]]]], points: int = CURVE_POINTS
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per algorithm: ``(tokens (G,), mean (G,), low (G,), high (G,))`` of the train reward.
+
+    Each seed's curve (``curve.csv`` rows) is linearly interpolated onto ``points`` token
+    counts from its first point to the end that all seeds reached, then averaged with a 95%
+    bootstrap band over seeds. Algorithms without a curve (the untrained baseline) are left out.
+
+    >>> c = [[{"tokens": "0", "reward": "0"}, {"tokens": "10", "reward": "1"}]]
+    >>> x, mean, low, high = learning_curves({"ppo": c}, points=3)["ppo"]
+    >>> x.tolist(), mean.tolist()
+    ([0.0, 5.0, 10.0], [0.0, 0.5, 1.0])
+    """
+    out = {}
+    for algo, runs in curves.items():
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        xs = [np.array([float(p["tokens"]) for p in r]) for r in runs]
+        ys = [np.array([float(p["reward"]) for p in r]) for r in runs]
+        grid = np.linspace(max(x[0] for x in xs), min(x[-1] for x in xs), points)  # (G,)
+        stacked = np.stack([np.interp(grid, x, y) for x, y in zip(xs, ys, strict=True)])  # (n, G)
+        out[algo] = (grid, *bootstrap_band(stacked))
+    return out
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def plot_curves(task: str, bands: dict[str, tuple[np.ndarray, ...]], path: Path) -> None:
+    """Train reward vs environment tokens, mean and 95% band per algorithm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for algo, (x, mean, low, high) in bands.items():
+        (line,) = ax.plot(x, mean, label=algo)
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("environment tokens (generated)")
+    ax.set_ylabel("train reward (batch mean)")
+    ax.set_title(f"{task}: learning curves (mean, 95% bootstrap band over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save_figure(fig, path)
+
+
+def plot_frontier(task: str, rows: Sequence[dict[str, str]], path: Path) -> None:
+    """Held-out reward vs KL to the reference: one dot per run, mean with CI per algorithm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by_algo: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        if row.get("eval/kl", "") != "":
+            by_algo[row["algo"]].append(row)
+    for algo, runs in by_algo.items():
+        kl = np.array([float(r["eval/kl"]) for r in runs])
+        reward = np.array([float(r["eval/reward"]) for r in runs])
+        (dots,) = ax.plot(kl, reward, "o", alpha=0.4)
+        s = summarize(reward)
+        ax.errorbar(
+            [kl.mean()],
+            [s.mean],
+            yerr=[[s.mean - s.low], [s.high - s.mean]],
+            fmt="s",
+            color=dots.get_color(),
+            capsize=4,
+            label=algo,
+        )
+    ax.set_xlabel("KL(policy || reference) per completion (nats)")
+    ax.set_ylabel("held-out reward")
+    ax.set_title(f"{task}: reward vs KL (dots: runs; squares: mean, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save_figure(fig, path)
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def samples_side_by_side(
+    samples: dict[str, list[dict[str, Any]]], count: int = SAMPLE_PROMPTS, width: int = 200
+) -> str:
+    """Markdown: for each of the first ``count`` held-out prompts, every algorithm's completion.
+
+    ``samples`` maps an algorithm to one run's ``samples.jsonl`` records (same prompts in the
+    same order for every run, as :func:`agents.evaluation.evaluate` guarantees).
+
+    >>> s = {"ppo": [{"index": 0, "prompt": "Hi", "references": ["Hello"],
+    ...               "completion": "Hey", "reward": 0.5}]}
+    >>> print(samples_side_by_side(s))
+    **Prompt 0**: Hi
+    <BLANKLINE>
+    | | completion | reward |
+    |---|---|---|
+    | reference | Hello | |
+    | ppo | Hey | 0.500 |
+    """
+    first = next(iter(samples.values()), [])
+    blocks = []
+    for i, base in enumerate(first[:count]):
+        lines = [
+            f"**Prompt {base['index']}**: {_one_line(base['prompt'], 400)}",
+            "",
+            "| | completion | reward |",
+            "|---|---|---|",
+        ]
+        if base["references"]:
+            lines.append(f"| reference | {_one_line(base['references'][0], width)} | |")
+        for algo, records in samples.items():
+            record = records[i]
+            text = _one_line(record["completion"], width)
+            lines.append(f"| {algo} | {text} | {record['reward']:.3f} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.md`` and the plots of the grid in ``run_dir``; returns the report's path.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``results.csv`` (no finished run yet).
+    """
+    run_dir = Path(run_dir)
+    results = run_dir / "results.csv"
+    if not results.is_file():
+        raise FileNotFoundError(
+            f"{results} not found: RUN_DIR must be the --out directory of `textgym bench` "
+            "with at least one finished run"
+        )
+    rows = read_csv(results)
+    bench = (
+        json.loads((run_dir / "bench.json").read_text())
+        if (run_dir / "bench.json").is_file()
+        else {}
+    )
+    by_task: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        by_task[row["task"]].append(row)
+    parts = [f"# Benchmark report: {run_dir.name}", ""]
+    if bench.get("command"):
+        parts += ["Command:", "", f"    {bench['command']}", ""]
+    first = rows[0]
+    parts += [
+        f"Device: {first.get('device', '?')}. Each table row: mean over seeds with its 95% "
+        "percentile-bootstrap confidence interval in brackets; IQM = interquartile mean. "
+        "Metrics are on held-out prompts with greedy decoding (see agents/evaluation.py).",
+        "",
+    ]
+    for task, task_rows in by_task.items():
+        curves: dict[str, list[list[dict[str, str]]]] = defaultdict(list)
+        samples: dict[str, list[dict[str, Any]]] = {}
+        for row in sorted(task_rows, key=lambda r: int(r["seed"])):
+            run = run_dir / task / row["algo"] / f"seed{row['seed']}"
+            curves[row["algo"]].append(read_csv(run / "curve.csv"))
+            if row["algo"] not in samples:  # the lowest seed's completions
+                lines = (run / "samples.jsonl").read_text().splitlines()
+                samples[row["algo"]] = [json.loads(line) for line in lines]
+        parts += [f"## {task}", "", task_table(task_rows), ""]
+        bands = learning_curves(curves)
+        if bands:
+            plot_curves(task, bands, run_dir / "plots" / f"curves_{task}.png")
+            parts += [f"![learning curves](plots/curves_{task}.png)", ""]
+        if any(r.get("eval/kl", "") != "" for r in task_rows):
+            plot_frontier(task, task_rows, run_dir / "plots" / f"frontier_{task}.png")
+            parts += [f"![reward vs KL](plots/frontier_{task}.png)", ""]
+        parts += [
+            "### Samples (lowest seed of each algorithm)",
+            "",
+            samples_side_by_side(samples),
+            "",
+        ]
+    path = run_dir / "report.md"
+    atomic_write(path, "\n".join(parts))
+    return path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``textgym report``."""
+    p = subparsers.add_parser(
+        "report",
+        help="tables, plots and samples of a `textgym bench` output directory",
+        description="Write RUN_DIR/report.md (a table per task with 95%% bootstrap CIs and "
+        "IQMs over seeds, learning curves, reward-vs-KL frontier, samples side by side) and "
+        "RUN_DIR/plots/*.png.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of `textgym bench`")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        print(f"report: {write_report(args.run_dir)}")
+    except FileNotFoundError as exc:
+        import sys
+
+        print(f"textgym report: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["add_parser", "cell", "learning_curves", "samples_side_by_side", "task_table",
+           "write_report"]  # fmt: skip

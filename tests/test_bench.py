@@ -1,0 +1,242 @@
+"""``textgym bench`` / ``textgym report``: the grid, its resume, the report against the CSVs,
+the held-out evaluation metrics and the confidence-interval code against known cases."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import agents.bench as bench
+from agents.bench import BenchConfig, bench_command, load_results, parse_options, run_grid
+from agents.evaluation import distinct_n, evaluate
+from agents.report import write_report
+from agents.stats import bootstrap_band, bootstrap_ci, iqm, summarize
+from textgym import cli
+from textgym.models import tiny_model
+
+# A tiny random model on the embedded summarization task: 2 iterations of 4 episodes x 4 tokens.
+GRID = {
+    "algos": ("ppo", "grpo"),
+    "tasks": ("summarize",),
+    "seeds": (0, 1),
+    "budget_tokens": 24,
+    "model": "tiny",
+    "batch_size": 4,
+    "max_prompt_tokens": 48,
+    "max_new_tokens": 4,
+    "eval_prompts": 3,
+    "eval_batch_size": 2,
+    "progress": False,
+    "options": {"*": {"top_k": 8, "learning_rate": 1e-3}},
+}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- statistics against known cases ----------------------------------------------------------
+
+
+def test_bootstrap_ci_matches_exact_enumeration_of_resamples():
+    # With n = 5 values every one of the 5^5 = 3125 equally likely resamples can be enumerated:
+    # the exact bootstrap distribution of the mean. Its 2.5% / 97.5% quantiles are what the Monte
+    # Carlo bootstrap must approach (the means lie on a grid of step 0.2).
+    values = [0.0, 1.0, 2.0, 4.0, 8.0]
+    means = [np.mean(c) for c in itertools.product(values, repeat=5)]
+    exact_low, exact_high = np.quantile(means, [0.025, 0.975], method="inverted_cdf")
+    low, high = bootstrap_ci(values, num_resamples=200_000)
+    assert low == pytest.approx(exact_low, abs=0.2)
+    assert high == pytest.approx(exact_high, abs=0.2)
+    assert 0.0 < low < np.mean(values) < high < 8.0
+    # Two values: resample means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4.
+    assert bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert bootstrap_ci([0.0, 1.0], confidence=0.4) == (0.5, 0.5)
+
+
+def test_bootstrap_ci_matches_normal_theory_for_many_samples():
+    x = np.random.default_rng(1).normal(3.0, 2.0, size=2000)
+    low, high = bootstrap_ci(x, num_resamples=5000)
+    half = 1.96 * x.std() / np.sqrt(x.size)  # the CLT interval of the mean
+    assert low == pytest.approx(x.mean() - half, abs=0.1 * half)
+    assert high == pytest.approx(x.mean() + half, abs=0.1 * half)
+
+
+def test_iqm_summary_and_band_known_values():
+    assert iqm([1, 2, 3, 4, 5, 6, 7, 100]) == 4.5  # middle four of eight
+    assert iqm([10.0, 0.0, 2.0, 4.0]) == 3.0  # sorted 0 2 4 10, middle 2 and 4
+    s = summarize([1.0, 2.0, 3.0, 4.0])
+    assert (s.mean, s.iqm, s.n) == (2.5, 2.5, 4)
+    assert 1.0 <= s.low < 2.5 < s.high <= 4.0
+    mean, low, high = bootstrap_band(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]))
+    np.testing.assert_allclose(mean, [2.0, 3.0])
+    assert (low < mean).all() and (mean < high).all()
+    np.testing.assert_allclose(high - low, (high - low)[0])  # same resamples at every point
+
+
+def test_statistics_reject_bad_input():
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        bootstrap_ci([])
+    with pytest.raises(ValueError, match="finite"):
+        iqm([1.0, float("nan")])
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\)"):
+        bootstrap_ci([1.0, 2.0], confidence=95)
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        bootstrap_ci([1.0, 2.0], statistic="median")
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+def test_distinct_n_counts():
+    assert distinct_n(["a b a b"], 1) == 0.5
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_n(["one"], 2) == 0.0  # no bigram at all
+
+
+def test_evaluate_metrics_against_direct_computation(tokenizer):
+    model = tiny_model(tokenizer, seed=0)
+    result = evaluate(model, tokenizer, "summarize", reference=model, num_prompts=3,
+                      batch_size=2, max_prompt_tokens=48, max_new_tokens=5)  # fmt: skip
+    m = result.metrics
+    assert [s["index"] for s in result.samples] == [0, 1, 2]  # the first test prompts, in order
+    assert m["eval/kl"] == pytest.approx(0.0, abs=1e-6)  # a model against itself
+    assert m["eval/reward"] == pytest.approx(np.mean([s["reward"] for s in result.samples]))
+    eos = np.mean([s["finish_reason"] == "eos" for s in result.samples])
+    assert m["eval/eos_frac"] == pytest.approx(eos)
+    assert 1 <= m["eval/length"] <= 5
+    assert m["eval/ppl_ref"] > 1.0
+    completions = [s["completion"] for s in result.samples]
+    assert m["eval/distinct1"] == pytest.approx(distinct_n(completions, 1))
+
+    # A different reference gives a positive KL and changes the perplexity, not the completions.
+    other = evaluate(model, tokenizer, "summarize", reference=tiny_model(tokenizer, seed=1),
+                     num_prompts=3, batch_size=3, max_prompt_tokens=48, max_new_tokens=5)  # fmt: skip
+    assert other.metrics["eval/kl"] > 0.01
+    assert [s["completion"] for s in other.samples] == completions  # greedy, batch-independent
+    with pytest.raises(ValueError, match="num_prompts must be a positive int"):
+        evaluate(model, tokenizer, "summarize", num_prompts=0)
+
+
+# -- the grid ----------------------------------------------------------------------------------
+
+
+def test_bench_config_validation_names_what_is_allowed():
+    with pytest.raises(ValueError, match=r"unknown algorithm\(s\) \['dqn'\]; valid: base, ppo"):
+        BenchConfig(**{**GRID, "algos": ("ppo", "dqn")})
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]"):
+        BenchConfig(**{**GRID, "tasks": ("nope",)})
+    with pytest.raises(ValueError, match="set a budget"):
+        BenchConfig(**{**GRID, "budget_tokens": 0})
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        BenchConfig(**{**GRID, "seeds": (1, 1)})
+    with pytest.raises(ValueError, match=r"options for \['rloo'\] but those are not in algos"):
+        BenchConfig(**{**GRID, "options": {"rloo": {"kl_coef": 0.1}}})
+    assert parse_options(["ppo.num_epochs=2", "kl_coef=0"]) == {
+        "ppo": {"num_epochs": 2},
+        "*": {"kl_coef": 0},
+    }
+
+
+def test_grid_finishes_resumes_without_redoing_runs_and_report_matches_csv(tmp_path, monkeypatch):
+    out = tmp_path / "grid"
+    config = BenchConfig(**GRID, out_dir=str(out))
+
+    # Interrupt the grid midway: the third run fails (as a kill would stop it).
+    real = bench.ADAPTERS["ppo"]
+    calls: list[tuple[str, int]] = []
+
+    def counting(spec):
+        calls.append((spec.algo, spec.seed))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(spec)
+
+    for algo in ("ppo", "grpo"):
+        monkeypatch.setitem(bench.ADAPTERS, algo, counting)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(config)
+    assert calls == [("ppo", 0), ("grpo", 0), ("ppo", 1)]  # seeds outermost
+    finished = {(r["algo"], r["seed"]) for r in load_results(out)}
+    assert finished == {("ppo", 0), ("grpo", 0)}
+    first = {p: p.stat().st_mtime_ns for p in out.glob("*/*/seed*/result.json")}
+
+    # Rerun: only the two unfinished runs are trained; the finished ones are untouched.
+    calls.clear()
+    results = run_grid(config)
+    assert calls == [("ppo", 1), ("grpo", 1)]
+    assert {p: p.stat().st_mtime_ns for p in first} == first
+    assert len(results) == 4
+
+    # What each run recorded.
+    for r in results:
+        run = out / "summarize" / r["algo"] / f"seed{r['seed']}"
+        assert r["tokens"] >= GRID["budget_tokens"]  # stopped once the budget was spent
+        assert r["config"]["seed"] == r["seed"] and r["config"]["algo"] == r["algo"]
+        assert {"torch", "transformers", "gymnasium", "textgym"} <= set(r["env"]["versions"])
+        assert r["env"]["device"] == "cpu"
+        curve = read_csv(run / "curve.csv")
+        metrics = read_csv(run / "train" / "metrics.csv")
+        assert [float(c["reward"]) for c in curve] == [float(m["train/reward"]) for m in metrics]
+        assert int(curve[-1]["tokens"]) == r["tokens"]
+        assert len((run / "samples.jsonl").read_text().splitlines()) == GRID["eval_prompts"]
+    assert json.loads((out / "bench.json").read_text())["command"] == bench_command(config)
+
+    # The report's table cells are the statistics of the results.csv columns.
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 4
+    report = write_report(out).read_text()
+    for algo in ("ppo", "grpo"):
+        rewards = [float(r["eval/reward"]) for r in rows if r["algo"] == algo]
+        kls = [float(r["eval/kl"]) for r in rows if r["algo"] == algo]
+        line = next(x for x in report.splitlines() if x.startswith(f"| {algo} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        head = next(x for x in report.splitlines() if x.startswith("| algo |"))
+        columns = [c.strip() for c in head.strip("|").split("|")]
+        s = summarize(rewards)
+        assert cells[columns.index("seeds")] == "2"
+        assert (
+            cells[columns.index("reward (95% CI)")] == f"{s.mean:.3f} [{s.low:.3f}, {s.high:.3f}]"
+        )
+        assert cells[columns.index("reward IQM")] == f"{s.iqm:.3f}"
+        mean_kl = re.match(r"(-?[\d.]+)", cells[columns.index("kl")]).group(1)
+        assert float(mean_kl) == pytest.approx(np.mean(kls), abs=5e-4)
+    assert (out / "plots" / "curves_summarize.png").stat().st_size > 1000
+    assert (out / "plots" / "frontier_summarize.png").stat().st_size > 1000
+    assert "| reference |" in report and "**Prompt 0**" in report
+
+
+def test_cli_bench_and_report(tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["bench", "--algos", "base,reinforce", "--tasks", "summarize", "--seeds", "1",
+            "--budget-tokens", "8", "--model", "tiny", "--batch-size", "2",
+            "--max-prompt-tokens", "48", "--max-new-tokens", "4", "--eval-prompts", "2",
+            "--eval-batch-size", "2", "--out", str(out), "--set", "top_k=8", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = read_csv(out / "results.csv")
+    assert {r["algo"] for r in rows} == {"base", "reinforce"}
+    base = next(r for r in rows if r["algo"] == "base")
+    assert float(base["tokens"]) == 0 and float(base["eval/kl"]) == pytest.approx(0.0, abs=1e-6)
+    assert (out / "report.md").is_file()
+    assert cli.main(["report", str(out)]) == 0
+    assert "report.md" in capsys.readouterr().out
+    assert cli.main(["report", str(tmp_path / "missing")]) == 2
+    assert "results.csv not found" in capsys.readouterr().err
+    assert cli.main(["bench", "--algos", "ppo,dqn", "--model", "tiny"]) == 2
+    assert "unknown algorithm(s) ['dqn']" in capsys.readouterr().err
+
+
+def test_evaluation_uses_the_model_device_and_keeps_training_mode(tokenizer):
+    model = tiny_model(tokenizer)
+    model.train()
+    evaluate(model, tokenizer, "summarize", num_prompts=1, max_prompt_tokens=48, max_new_tokens=2)
+    assert model.training
+    assert next(model.parameters()).device == torch.device("cpu")
