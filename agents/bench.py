@@ -40,12 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from agents.evaluation import evaluate
+from agents.runtime import resolve_device
 from agents.tracking import atomic_write
 
 
@@ -124,8 +126,16 @@ class BenchConfig:
             raise ValueError(
                 f"options for {bad_keys} but those are not in algos {list(self.algos)}"
             )
+        for algo in self.algos:
+            valid = option_names(algo)
+            unknown = sorted(set(self.algo_options(algo)) - set(valid))
+            if unknown and algo != "base":  # the untrained baseline takes no options
+                raise ValueError(
+                    f"unknown option(s) {unknown} for {algo}; valid options: {', '.join(valid)}"
+                )
 
     def algo_options(self, algo: str) -> dict[str, Any]:
+        """The extra config options of ``algo``: those for every algorithm, then its own."""
         return {**self.options.get("*", {}), **self.options.get(algo, {})}
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,12 +254,105 @@ def train_custom(spec: RunSpec) -> Trained:
 def untrained(spec: RunSpec) -> Trained:
     """The "base" baseline: the model as loaded, no training (its KL to itself is 0)."""
     torch.manual_seed(spec.seed)
-    from agents.runtime import resolve_device
-
     model = build_lm(spec.bench.model, spec.tokenizer, spec.seed).to(
         resolve_device(spec.bench.device)
     )
     return Trained(model=model, curve=[], tokens=0, seconds=0.0, reference=model)
+
+
+SB3_OPTIONS = {"learning_rate": 1e-5, "n_steps": 8, "batch_size": 32, "n_epochs": 1,
+               "kl_coef": 0.05, "top_k": 16}  # fmt: skip
+"""Settings of the stable-baselines3 runs (``--set sb3-ppo.n_steps=16`` etc.) and their defaults.
+
+``n_steps`` is per env (a rollout holds ``n_steps * batch_size`` tokens of the grid), ``kl_coef``
+the KL shaping weight of sb3-ppo (:class:`textgym.wrappers.KLPenalty`), ``top_k`` the reference
+top-k action mask of maskable-ppo (:class:`textgym.wrappers.ReferenceActionMask`)."""
+
+
+def train_sb3(spec: RunSpec) -> Trained:
+    """sb3-ppo (PPO + KL-shaped reward) or maskable-ppo (MaskablePPO + reference top-k masks) with
+    the LM as SB3 policy (:mod:`agents.sb3`); one env step is one generated token, so the token
+    budget is SB3's ``total_timesteps``."""
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents.sb3 import KLRewardCallback
+    from textgym.wrappers import KLPenalty, ReferenceActionMask, ReferenceLM
+
+    b = spec.bench
+    o = {**SB3_OPTIONS, **spec.options}
+    masked = spec.algo == "maskable-ppo"
+    reference = ReferenceLM(build_lm(b.model, spec.tokenizer, spec.seed).eval())
+    envs = make_vec_env(
+        "TextGen-v0",
+        n_envs=b.batch_size,
+        seed=spec.seed,
+        env_kwargs={"task": spec.task, "tokenizer": spec.tokenizer, "render_mode": "ansi",
+                    "max_prompt_tokens": b.max_prompt_tokens, "max_new_tokens": b.max_new_tokens},
+        wrapper_class=ReferenceActionMask if masked else KLPenalty,
+        wrapper_kwargs={"reference": reference}
+        | ({"top_k": o["top_k"]} if masked else {"beta": o["kl_coef"]}),
+    )  # fmt: skip
+    agent = (MaskablePPO if masked else PPO)(
+        "LMPolicy",
+        envs,
+        learning_rate=o["learning_rate"],
+        n_steps=o["n_steps"],
+        batch_size=o["batch_size"],
+        n_epochs=o["n_epochs"],
+        gamma=1.0,
+        seed=spec.seed,
+        device=str(resolve_device(b.device)),
+        policy_kwargs={"model": build_lm(b.model, spec.tokenizer, spec.seed)},
+    )
+    curve: list[dict[str, float]] = []
+    start = time.perf_counter()
+
+    class Budget(BaseCallback):
+        """Records the learning curve at each rollout's end; stops on the time budget."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rewards: list[float] = []
+
+        def _on_step(self) -> bool:
+            self.rewards += [i["episode"]["r"] for i in self.locals["infos"] if "episode" in i]
+            return not spec.budget_spent(0, time.perf_counter() - start)
+
+        def _on_rollout_end(self) -> None:
+            if self.rewards:  # Monitor's episode return: the unshaped task reward
+                curve.append({"tokens": self.num_timesteps, "reward": float(np.mean(self.rewards)),
+                              "seconds": time.perf_counter() - start})  # fmt: skip
+            self.rewards = []
+
+    callbacks = [Budget()] if masked else [Budget(), KLRewardCallback()]
+    agent.learn(b.budget_tokens or 10**12, callback=callbacks)
+    config = {"algo": spec.algo, "task": spec.task, "seed": spec.seed, "model": b.model, **o}
+    return Trained(
+        model=agent.policy.lm,
+        curve=curve,
+        tokens=agent.num_timesteps,
+        seconds=time.perf_counter() - start,
+        config=config,
+        reference=reference.model,
+    )
+
+
+def option_names(algo: str) -> list[str]:
+    """The names ``--set`` accepts for ``algo``: its trainer config's fields, or SB3_OPTIONS.
+
+    >>> option_names("sb3-ppo")[:2], "gae_lambda" in option_names("ppo"), option_names("base")
+    (['learning_rate', 'n_steps'], True, [])
+    """
+    if ADAPTERS[algo] is train_sb3:
+        return list(SB3_OPTIONS)
+    if ADAPTERS[algo] is train_custom:
+        from agents.trainer import ALGORITHMS
+
+        return [f.name for f in dataclasses.fields(ALGORITHMS[algo][0])]
+    return []
 
 
 ADAPTERS: dict[str, Callable[[RunSpec], Trained]] = {
@@ -258,6 +361,8 @@ ADAPTERS: dict[str, Callable[[RunSpec], Trained]] = {
     "rloo": train_custom,
     "grpo": train_custom,
     "reinforce": train_custom,
+    "sb3-ppo": train_sb3,
+    "maskable-ppo": train_sb3,
 }
 """Algorithm name -> function training one run; add a line here to add an algorithm."""
 
@@ -411,7 +516,6 @@ def run_grid(bench: BenchConfig) -> list[dict[str, Any]]:
 
     Seeds are the outer loop, so an interrupted grid has comparable partial results.
     """
-    from agents.runtime import resolve_device
     from textgym.models import SMOLLM2_ALIAS, load_tokenizer
 
     out = Path(bench.out_dir)

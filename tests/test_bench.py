@@ -140,6 +140,10 @@ def test_bench_config_validation_names_what_is_allowed():
         BenchConfig(**{**GRID, "seeds": (1, 1)})
     with pytest.raises(ValueError, match=r"options for \['rloo'\] but those are not in algos"):
         BenchConfig(**{**GRID, "options": {"rloo": {"kl_coef": 0.1}}})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['clip'\] for sb3-ppo; valid"):
+        BenchConfig(**{**GRID, "algos": ("sb3-ppo",), "options": {"sb3-ppo": {"clip": 0.1}}})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['top_kk'\] for ppo; valid"):
+        BenchConfig(**{**GRID, "options": {"*": {"top_kk": 8}}})
     assert parse_options(["ppo.num_epochs=2", "kl_coef=0"]) == {
         "ppo": {"num_epochs": 2},
         "*": {"kl_coef": 0},
@@ -240,3 +244,18 @@ def test_evaluation_uses_the_model_device_and_keeps_training_mode(tokenizer):
     evaluate(model, tokenizer, "summarize", num_prompts=1, max_prompt_tokens=48, max_new_tokens=2)
     assert model.training
     assert next(model.parameters()).device == torch.device("cpu")
+
+
+def test_sb3_algorithms_in_the_grid(tmp_path):
+    # One env step is one token: SB3's total_timesteps is the token budget (rollouts of
+    # n_steps x batch_size = 16 tokens, so 32 tokens = 2 rollouts, each a point of the curve).
+    config = BenchConfig(**{**GRID, "algos": ("sb3-ppo", "maskable-ppo"), "seeds": (0,),
+                            "budget_tokens": 32, "options": {"*": {"n_steps": 4, "batch_size": 8}},
+                            "out_dir": str(tmp_path)})  # fmt: skip
+    results = run_grid(config)
+    assert [r["algo"] for r in results] == ["maskable-ppo", "sb3-ppo"]
+    for r in results:
+        assert r["tokens"] == 32
+        curve = read_csv(tmp_path / "summarize" / r["algo"] / "seed0" / "curve.csv")
+        assert [int(c["tokens"]) for c in curve] == [16, 32]
+        assert r["metrics"]["eval/kl"] > 0  # trained away from the reference
