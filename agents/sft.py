@@ -426,7 +426,6 @@ class SFTTrainer(OfflineTrainer):
         else:
             groups = [[i] for i in range(len(encoded))]
         self.items = [[encoded[i] for i in g] for g in groups]
-        self.num_examples = len(encoded)
         split = self.eval_envs.split
         samples = task.split(split)[: config.eval_samples]
         self.eval_rows = [
