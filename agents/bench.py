@@ -5,7 +5,7 @@ pays for) and/or seconds of training, then the same held-out evaluation
 (:func:`agents.evaluation.evaluate`: same prompts, greedy decoding, KL and perplexity against
 the same reference model). Layout of the output directory::
 
-    OUT/bench.json                          the grid's settings and the command line
+    OUT/bench.json                          the latest settings; every command run here
     OUT/results.csv                         one row per finished run (rebuilt after each run)
     OUT/<task>/<algo>/seed<k>/result.json   config, versions, device, budget used, eval metrics
     OUT/<task>/<algo>/seed<k>/curve.csv     reward vs environment tokens and seconds
@@ -520,10 +520,12 @@ def run_grid(bench: BenchConfig) -> list[dict[str, Any]]:
 
     out = Path(bench.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(
-        out / "bench.json",
-        json.dumps({"bench": bench.to_dict(), "command": bench_command(bench)}, indent=2) + "\n",
-    )
+    # Several invocations may fill one directory (e.g. a baseline added later): keep every command.
+    log = out / "bench.json"
+    commands = json.loads(log.read_text()).get("commands", []) if log.is_file() else []
+    command = bench_command(bench)
+    commands += [] if command in commands else [command]
+    atomic_write(log, json.dumps({"bench": bench.to_dict(), "commands": commands}, indent=2) + "\n")
     device = resolve_device(bench.device)
     env = environment_info(device)
     tokenizer = load_tokenizer(

@@ -243,17 +243,14 @@ def write_report(run_dir: str | Path) -> Path:
             "with at least one finished run"
         )
     rows = read_csv(results)
-    bench = (
-        json.loads((run_dir / "bench.json").read_text())
-        if (run_dir / "bench.json").is_file()
-        else {}
-    )
+    log = run_dir / "bench.json"
+    commands = json.loads(log.read_text()).get("commands", []) if log.is_file() else []
     by_task: dict[str, list[dict[str, str]]] = defaultdict(list)
     for row in rows:
         by_task[row["task"]].append(row)
     parts = [f"# Benchmark report: {run_dir.name}", ""]
-    if bench.get("command"):
-        parts += ["Command:", "", f"    {bench['command']}", ""]
+    if commands:
+        parts += ["Commands:", "", *(f"    {c}" for c in commands), ""]
     first = rows[0]
     parts += [
         f"Device: {first.get('device', '?')}. Each table row: mean over seeds with its 95% "

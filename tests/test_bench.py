@@ -192,7 +192,7 @@ def test_grid_finishes_resumes_without_redoing_runs_and_report_matches_csv(tmp_p
         assert [float(c["reward"]) for c in curve] == [float(m["train/reward"]) for m in metrics]
         assert int(curve[-1]["tokens"]) == r["tokens"]
         assert len((run / "samples.jsonl").read_text().splitlines()) == GRID["eval_prompts"]
-    assert json.loads((out / "bench.json").read_text())["command"] == bench_command(config)
+    assert json.loads((out / "bench.json").read_text())["commands"] == [bench_command(config)]
 
     # The report's table cells are the statistics of the results.csv columns.
     rows = read_csv(out / "results.csv")
