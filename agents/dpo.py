@@ -49,7 +49,7 @@ class DPOConfig(TrainConfig):
     algo: ClassVar[str] = "dpo"
 
     data: str = ""
-    """Feedback store with the preference pairs: an SQLite file or a JSONL export."""
+    """Training data. dpo: a feedback store (SQLite file or JSONL export) whose preference pairs are learned. sft: "task" (the task's references, the default) or a store whose demonstrations and edits are imitated."""
     kl_coef: float = 0.1
     """beta: strength of the implicit KL constraint to the frozen reference (DPO's beta; IPO's target margin is 1 / (2 beta))."""
     loss_type: str = "sigmoid"
