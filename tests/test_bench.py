@@ -80,6 +80,13 @@ def test_iqm_summary_and_band_known_values():
     np.testing.assert_allclose(mean, [2.0, 3.0])
     assert (low < mean).all() and (mean < high).all()
     np.testing.assert_allclose(high - low, (high - low)[0])  # same resamples at every point
+    # One wild seed: the IQM itself ignores it and its interval is narrower than the mean's
+    # (resamples with three or more copies of it still move the IQM).
+    wild = [1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 50.0]
+    assert iqm(wild) == pytest.approx(1.0)
+    iqm_low, iqm_high = bootstrap_ci(wild, statistic="iqm")
+    mean_low, mean_high = bootstrap_ci(wild)
+    assert 0.9 <= iqm_low <= 1.0 < iqm_high < mean_high
 
 
 def test_statistics_reject_bad_input():
