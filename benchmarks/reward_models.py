@@ -6,6 +6,14 @@
 SST-2: a random subset of the 67,349 training sentences (CPU budget), evaluated on all 872 dev
 sentences. Taskmaster-4: the fixed split trains on reward_00..04.json (2,500 rows) and tests on
 reward_05.json (328 rows), next to the majority-class baseline of the test file.
+
+Measured on 2 shared CPU cores (MiniLM-L6 + scalar head, BCE, lr 1e-4, batch 32):
+
+- ``sst2 --train-size 2000``: dev accuracy 80.3% (AUC 0.892), 63 steps, 243 s;
+- ``sst2 --train-size 4000``: dev accuracy 83.3% (AUC 0.914), 125 steps, 1,692 s (busy machine);
+- ``taskmaster4 --epochs 2 --max-length 160 --threads 1``: held-out accuracy 88.4% with seed 0
+  and 89.9% with seed 1 against a majority baseline of 87.2%; AUC 0.710 / 0.725, balanced
+  accuracy 0.629 / 0.638; about 1,450 s each.
 """
 
 from __future__ import annotations
