@@ -231,20 +231,38 @@ class Trainer:
 
     # -- one iteration -----------------------------------------------------------------------
     def collect(self) -> Rollout:
-        """A lockstep rollout of ``batch_size`` episodes; groups of k share a prompt."""
+        """A lockstep rollout of ``batch_size`` episodes; groups of k share a prompt.
+
+        The reference's log-probs come from one no-cache forward over the finished batch
+        rather than a reference step per token: a single wide forward uses the matmul units
+        far better than N narrow decode steps (on 2 CPU cores with SmolLM2 at batch 16 and
+        32 tokens it takes about a quarter of their time).
+        """
         k = self.config.group_size
         n = len(self.envs.task.split(self.config.split))
         index = np.repeat(self.envs.np_random.integers(n, size=self.config.batch_size // k), k)
-        return rollout(
+        batch = rollout(
             self.policy,
             self.envs,
             self.sampling,
             self.generator,
             options={"index": index.tolist()},
             record_values=self.algorithm.needs_values,
-            record_reference=self.policy.has_reference,
+            record_reference=False,
             autocast=self.runtime.autocast(),
         )
+        if self.policy.has_reference:
+            with torch.no_grad(), self.runtime.autocast():
+                ref_logprobs, _, _ = evaluate_tokens(
+                    self.policy,
+                    batch.prompt_ids,
+                    batch.prompt_mask,
+                    batch.tokens,
+                    self.sampling.scale,
+                    reference=True,
+                )
+            batch.ref_logprobs = ref_logprobs * batch.mask
+        return batch
 
     def step(self) -> dict[str, float]:
         """Rollout, advantages and update; returns the iteration's metrics."""
