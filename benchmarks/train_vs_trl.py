@@ -146,14 +146,11 @@ def run_trl(algo: str, args: argparse.Namespace, reward: SoftKeywordCoverage) ->
     prompt_len = float(
         np.mean(
             [
-                len(tokenizer(tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True))["input_ids"])
-                for m in messages[: args.batch]
-            ]
-        )
-    )
-        np.mean(
-            [
-                len(tokenizer.apply_chat_template(m, add_generation_prompt=True))
+                len(
+                    tokenizer(
+                        tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                    )["input_ids"]
+                )
                 for m in messages[: args.batch]
             ]
         )
