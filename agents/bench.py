@@ -514,7 +514,9 @@ def run_one(
 def run_grid(bench: BenchConfig) -> list[dict[str, Any]]:
     """Run every unfinished (seed, task, algo) of the grid; returns all finished results.
 
-    Seeds are the outer loop, so an interrupted grid has comparable partial results.
+    Seeds are the outer loop, so an interrupted grid has comparable partial results. Several
+    invocations may share one output directory when they run disjoint seeds (e.g. ``--seeds 0``
+    and ``--seeds 1`` in two processes); a run another one finished meanwhile is skipped.
     """
     from textgym.models import SMOLLM2_ALIAS, load_tokenizer
 
@@ -540,6 +542,9 @@ def run_grid(bench: BenchConfig) -> list[dict[str, Any]]:
     for seed, task, algo in todo:
         bar.set_description(f"{algo} {task} seed{seed}")
         spec = RunSpec(algo, task, seed, run_dir(out, task, algo, seed), bench, tokenizer)
+        if (spec.run_dir / "result.json").is_file():  # finished meanwhile by another invocation
+            bar.update(1)
+            continue
         record = run_one(spec, reference, device, env)
         write_results_csv(out)
         m = record["metrics"]

@@ -266,3 +266,21 @@ def test_sb3_algorithms_in_the_grid(tmp_path):
         curve = read_csv(tmp_path / "summarize" / r["algo"] / "seed0" / "curve.csv")
         assert [int(c["tokens"]) for c in curve] == [16, 32]
         assert r["metrics"]["eval/kl"] > 0  # trained away from the reference
+
+
+def test_runs_finished_meanwhile_by_another_invocation_are_skipped(tmp_path, monkeypatch):
+    config = BenchConfig(**{**GRID, "algos": ("base",), "out_dir": str(tmp_path), "options": {}})
+    real = bench.ADAPTERS["base"]
+    calls: list[int] = []
+
+    def other_process_finishes_seed_1(spec):
+        calls.append(spec.seed)
+        if spec.seed == 0:  # while seed 0 runs, another invocation does seed 1
+            run_grid(BenchConfig(**{**GRID, "algos": ("base",), "seeds": (1,),
+                                    "out_dir": str(tmp_path), "options": {}}))  # fmt: skip
+        return real(spec)
+
+    monkeypatch.setitem(bench.ADAPTERS, "base", other_process_finishes_seed_1)
+    results = run_grid(config)
+    assert calls == [0, 1]  # seed 1 once, by the inner invocation
+    assert [r["seed"] for r in results] == [0, 1]
