@@ -155,9 +155,11 @@ class RunSpec:
 
     @property
     def options(self) -> dict[str, Any]:
+        """The ``--set`` options of this run's algorithm."""
         return self.bench.algo_options(self.algo)
 
     def budget_spent(self, tokens: int, seconds: float) -> bool:
+        """Whether ``tokens`` generated / ``seconds`` of training exhaust either budget."""
         b = self.bench
         return bool(
             (b.budget_tokens and tokens >= b.budget_tokens)
@@ -171,7 +173,7 @@ class Trained:
 
     ``curve`` rows hold at least ``tokens`` (cumulative environment tokens), ``seconds``
     (cumulative training time) and ``reward`` (mean training reward of that batch).
-    ``reference`` may return the adapter's own frozen reference LM, saving a second copy.
+    ``reference`` may be the adapter's own frozen reference LM, saving a second copy.
     """
 
     model: nn.Module
@@ -191,6 +193,30 @@ def build_lm(name: str, tokenizer: PreTrainedTokenizerBase, seed: int) -> nn.Mod
     from agents.trainer import build_model
 
     return build_model(name, tokenizer, seed)
+
+
+def trainer_curve(rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, float]]:
+    """The learning curve of :class:`~agents.trainer.Trainer` metric rows: per iteration the
+    cumulative generated tokens and training seconds, the batch's mean reward and KL.
+
+    >>> rows = [{"iteration": 1, "train/length": 3.5, "train/reward": 0.25, "time/rollout_s": 1.0,
+    ...          "time/update_s": 0.5}]
+    >>> trainer_curve(rows, batch_size=4)
+    [{'iteration': 1, 'tokens': 14, 'seconds': 1.5, 'reward': 0.25}]
+    """
+    curve: list[dict[str, float]] = []
+    tokens, seconds = 0, 0.0
+    for row in rows:
+        if "train/length" not in row:  # an evaluation-only row
+            continue
+        tokens += round(float(row["train/length"]) * batch_size)  # mean length x episodes
+        seconds += float(row["time/rollout_s"]) + float(row["time/update_s"])
+        point = {"iteration": int(row["iteration"]), "tokens": tokens, "seconds": seconds,
+                 "reward": float(row["train/reward"])}  # fmt: skip
+        if "train/kl" in row:
+            point["kl"] = float(row["train/kl"])
+        curve.append(point)
+    return curve
 
 
 def train_custom(spec: RunSpec) -> Trained:
@@ -217,28 +243,14 @@ def train_custom(spec: RunSpec) -> Trained:
         config, tokenizer=spec.tokenizer, resume=latest_checkpoint(train_dir) is not None
     )
 
-    def spent(rows: list[dict[str, Any]]) -> tuple[int, float]:
-        steps = [r for r in rows if "train/length" in r]
-        tokens = sum(round(float(r["train/length"]) * config.batch_size) for r in steps)
-        seconds = sum(float(r["time/rollout_s"]) + float(r["time/update_s"]) for r in steps)
-        return tokens, seconds
+    def progress() -> tuple[list[dict[str, float]], int, float]:
+        curve = trainer_curve(trainer.logger.rows, config.batch_size)
+        return (curve, int(curve[-1]["tokens"]), curve[-1]["seconds"]) if curve else ([], 0, 0.0)
 
-    tokens, seconds = spent(trainer.logger.rows)
+    curve, tokens, seconds = progress()
     while not spec.budget_spent(tokens, seconds) and trainer.iteration < config.iterations:
         trainer.train(num_iterations=1)
-        tokens, seconds = spent(trainer.logger.rows)
-    curve: list[dict[str, float]] = []
-    t, s = 0, 0.0
-    for row in trainer.logger.rows:
-        if "train/length" not in row:
-            continue
-        t += round(float(row["train/length"]) * config.batch_size)
-        s += float(row["time/rollout_s"]) + float(row["time/update_s"])
-        point = {"iteration": int(row["iteration"]), "tokens": t, "seconds": s,
-                 "reward": float(row["train/reward"])}  # fmt: skip
-        if "train/kl" in row:
-            point["kl"] = float(row["train/kl"])
-        curve.append(point)
+        curve, tokens, seconds = progress()
     trainer.logger.close()
     return Trained(
         model=trainer.policy.model,
