@@ -21,7 +21,9 @@ hidden state is the critic (the LM body is shared). Importing this module regist
   full prefixes once.
 - Training (``evaluate_actions``) runs the whole prefix of every sampled step: SB3's buffers
   shuffle single steps, so there is no shared prefix to reuse. The LM head runs on the last
-  position only; the cost is one prefill per sample, which is what remains.
+  position only; the cost is one prefill per sample, which is what remains. Its memory grows
+  with ``batch_size`` x prefix length: PPO's default ``batch_size=64`` with SmolLM2-135M on
+  60-token prefixes reached about 10 GB on CPU, so use a smaller ``batch_size`` there.
 - Sampling uses the Gumbel-max trick on the logits (same distribution as ``torch.multinomial``,
   2.5x faster over a 49k vocabulary).
 

@@ -74,7 +74,8 @@ def sb3_learn_rate(model: torch.nn.Module, args: argparse.Namespace) -> float:
     """Env steps/s of a whole PPO ``learn()``: two rollouts of N steps and their updates."""
     B, N = args.num_envs, args.max_new_tokens
     venv = DummyVecEnv([lambda: gym.make("TextGen-v0", **env_kwargs(args))] * B)
-    ppo = PPO("LMPolicy", venv, n_steps=N, batch_size=N * B // 4, n_epochs=1, seed=0,
+    # batch_size B: gradients through the whole prefix of 64 samples of SmolLM2 took ~10 GB.
+    ppo = PPO("LMPolicy", venv, n_steps=N, batch_size=B, n_epochs=1, seed=0,
               policy_kwargs={"model": model})  # fmt: skip
     start = time.perf_counter()
     ppo.learn(2 * N * B)
