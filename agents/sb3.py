@@ -23,7 +23,8 @@ hidden state is the critic (the LM body is shared). Importing this module regist
   shuffle single steps, so there is no shared prefix to reuse. The LM head runs on the last
   position only; the cost is one prefill per sample, which is what remains. Its memory grows
   with ``batch_size`` x prefix length: PPO's default ``batch_size=64`` with SmolLM2-135M on
-  60-token prefixes reached about 10 GB on CPU, so use a smaller ``batch_size`` there.
+  prefixes of up to 60 tokens took the process to about 10 GB on CPU (OOM-killed on a shared
+  machine), so use a smaller ``batch_size`` there.
 - Sampling uses the Gumbel-max trick on the logits (same distribution as ``torch.multinomial``,
   2.5x faster over a 49k vocabulary).
 
