@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> float:
         envs,
         learning_rate=1e-5,
         n_steps=n_steps,
-        batch_size=n_steps * args.num_envs // 2,
+        batch_size=min(16, n_steps * args.num_envs),  # gradients through whole prefixes
         n_epochs=2,
         gamma=1.0,
         seed=args.seed,
