@@ -599,10 +599,10 @@ def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"3"`` -> (0, 1, 2); ``"0,5,7"`` -> (0, 5, 7).
+    """``"3"`` -> (0, 1, 2); ``"0,5,7"`` -> (0, 5, 7); one seed k alone is ``"k,"``.
 
-    >>> parse_seeds("3"), parse_seeds("4,2")
-    ((0, 1, 2), (4, 2))
+    >>> parse_seeds("3"), parse_seeds("4,2"), parse_seeds("1,")
+    ((0, 1, 2), (4, 2), (1,))
     """
     parts = [p for p in text.split(",") if p.strip()]
     try:
@@ -659,7 +659,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--algos", default="ppo,rloo,grpo,reinforce",
                    help=f"comma-separated; valid: {', '.join(ADAPTERS)}")  # fmt: skip
     p.add_argument("--tasks", default="dialogsum,taskmaster4", help="comma-separated task names")
-    p.add_argument("--seeds", default="3", help="a count (3 = 0,1,2) or a list (0,5,7)")
+    p.add_argument(
+        "--seeds", default="3", help="a count (3 = 0,1,2) or a list (0,5,7; seed 1 alone: 1,)"
+    )
     p.add_argument("--budget-tokens", type=int, default=d["budget_tokens"].default,
                    help="environment tokens per run (0 = no limit)")  # fmt: skip
     p.add_argument("--budget-seconds", type=float, default=0.0,
