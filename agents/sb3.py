@@ -28,11 +28,14 @@ hidden state is the critic (the LM body is shared). Importing this module regist
 - Sampling uses the Gumbel-max trick on the logits (same distribution as ``torch.multinomial``,
   2.5x faster over a 49k vocabulary).
 
-Measured with ``benchmarks/sb3_throughput.py`` (SmolLM2-135M, B=16 envs, 16-token episodes,
-one torch thread on a shared 2-core CPU): the rollout runs 14.6 env steps/s with the cache and
-5.4 without; the custom lockstep rollout (``agents.policy.rollout``) runs 17.1, 1.17x faster.
-A whole ``learn()`` (rollout and one epoch of updates) runs 1.0 env steps/s: the per-sample
-prefills of ``evaluate_actions`` dominate.
+Measured with ``benchmarks/sb3_throughput.py`` (B=16 envs, 16-token episodes, one torch thread,
+on a 2-core CPU shared with other jobs, so rough): with SmolLM2-135M the SB3 rollout ran 14.6
+and 14.5 env steps/s in two runs (5.4 without the prefix cache) against 17.1 and 35.8 for the
+custom lockstep rollout (``agents.policy.rollout``): 1.2x to 2.5x. With the tiny test model,
+SB3's per-step overhead (Python per env, buffers, float32 observations) shows: 413 against
+1,526 env steps/s (3.7x, median of 3). A whole ``learn()`` (rollout and one epoch of updates)
+ran 1.0 to 1.3 env steps/s with SmolLM2: the per-sample prefills of ``evaluate_actions``
+dominate.
 
 ## KL shaping
 :class:`KLRewardCallback` adds ``-beta * (log pi - log pi_ref)`` to every step's reward of an
