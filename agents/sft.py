@@ -315,6 +315,13 @@ class OfflineTrainer(Trainer):
         resume: bool = False,
     ) -> None:
         super().__init__(config, model, tokenizer, reward, resume)
+        if self.runtime.num_processes > 1:
+            # Packed rows bypass the data-parallel wrapper's forward and every process would
+            # take the same items: the gradients would be wrong, so refuse rather than guess.
+            raise NotImplementedError(
+                f"{config.algo} runs in one process only, got {self.runtime.num_processes} "
+                "(accelerate launch); run it without accelerate (one GPU or the CPU)"
+            )
         self.encoder = ExampleEncoder(
             self.tokenizer, config.max_prompt_tokens, config.max_new_tokens, config.chat_template
         )
