@@ -626,7 +626,7 @@ def bench_command(bench: BenchConfig) -> str:
     """
     b = bench
     parts = ["textgym bench", f"--algos {','.join(b.algos)}", f"--tasks {','.join(b.tasks)}",
-             f"--seeds {','.join(map(str, b.seeds))}", f"--budget-tokens {b.budget_tokens}",
+             f"--seeds {','.join(map(str, b.seeds))}{',' if len(b.seeds) == 1 else ''}", f"--budget-tokens {b.budget_tokens}",
              f"--budget-seconds {b.budget_seconds:g}", f"--model {b.model}"]  # fmt: skip
     if b.tokenizer:
         parts.append(f"--tokenizer {b.tokenizer}")

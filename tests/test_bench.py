@@ -151,6 +151,8 @@ def test_bench_config_validation_names_what_is_allowed():
         BenchConfig(**{**GRID, "algos": ("sb3-ppo",), "options": {"sb3-ppo": {"clip": 0.1}}})
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['top_kk'\] for ppo; valid"):
         BenchConfig(**{**GRID, "options": {"*": {"top_kk": 8}}})
+    one_seed = BenchConfig(**{**GRID, "seeds": (1,)})
+    assert "--seeds 1, " in bench_command(one_seed)  # "--seeds 1" would mean 1 seed: seed 0
     assert parse_options(["ppo.num_epochs=2", "kl_coef=0"]) == {
         "ppo": {"num_epochs": 2},
         "*": {"kl_coef": 0},
