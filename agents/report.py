@@ -181,7 +181,7 @@ def plot_frontier(task: str, rows: Sequence[dict[str, str]], path: Path) -> None
         )
     ax.set_xlabel("KL(policy || reference) per completion (nats)")
     ax.set_ylabel("held-out reward")
-    ax.set_title(f"{task}: reward vs KL (dots: runs; squares: mean, 95% CI)")
+    ax.set_title(f"{task}: runs (dots), mean and 95% CI (squares)")
     ax.grid(alpha=0.3)
     ax.legend()
     _save_figure(fig, path)
