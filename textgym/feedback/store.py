@@ -51,9 +51,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from textgym.io import atomic_write
+
 TaskKind = Literal["rate", "rank", "edit", "demo"]
 TASK_KINDS: tuple[str, ...] = ("rate", "rank", "edit", "demo")
 """Labeling task kinds: rate one sample, rank several, edit one, or demonstrate for a prompt."""
+
+
+class DuplicateLabel(ValueError):
+    """The rater already labelled this task; ``label_id`` is that label (pass ``replace=True``
+    to change it)."""
+
+    def __init__(self, task_id: int, rater: str, label_id: int) -> None:
+        super().__init__(
+            f"rater {rater!r} already labelled task {task_id} (label {label_id}); "
+            "pass replace=True to change that label"
+        )
+        self.label_id = label_id
+
+
+class TaskComplete(ValueError):
+    """The task already has every label it needs: a new rater's label would be one too many."""
+
+
+# The table holding each task kind's labels (task_labels records who labelled what).
+_LABEL_TABLES = {"rate": "ratings", "rank": "rankings", "edit": "edits", "demo": "demonstrations"}
 
 
 class SchemaError(RuntimeError):
@@ -308,6 +330,8 @@ def _check_text(name: str, value: Any) -> str:
 def _check_rater(rater: Any) -> str:
     if not isinstance(rater, str) or not rater.strip():
         raise ValueError(f"rater must be a non-empty name, got {rater!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in rater):
+        raise ValueError(f"rater must not contain control characters, got {rater!r}")
     return rater.strip()
 
 
@@ -323,6 +347,11 @@ class FeedbackStore:
     One instance may be shared by threads (calls are serialised by a lock); several instances
     or processes may open the same file at once (SQLite's locking, with ``timeout`` seconds of
     waiting for the write lock).
+
+    A label given for a labeling task (``task_id=``) counts once per (rater, task): a second one
+    from the same rater raises :class:`DuplicateLabel` unless ``replace=True``, which replaces
+    the first; a task that has all the labels it needs raises :class:`TaskComplete` for a new
+    rater.
 
     Args:
         path: the database file; created, with its folder, when missing.
@@ -395,13 +424,44 @@ class FeedbackStore:
             raise KeyError(f"no sample with id {sample_id} in {self.path}")
         return row[0]
 
-    def _finish_task(self, conn: sqlite3.Connection, task_id: int | None, rater: str) -> None:
+    def _claim_task(
+        self, conn: sqlite3.Connection, task_id: int | None, rater: str, replace: bool
+    ) -> None:
+        """Inside a write: record that ``rater`` labels ``task_id``, once per (rater, task).
+
+        A second label by the same rater raises :class:`DuplicateLabel`, unless ``replace``, which
+        deletes the earlier one first; a task with all its labels refuses a new rater
+        (:class:`TaskComplete`).
+        """
         if task_id is None:
             return
-        if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
+        row = conn.execute("SELECT kind, needed FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
             raise KeyError(f"no labeling task with id {task_id} in {self.path}")
+        kind, needed = row
+        table = _LABEL_TABLES[kind]
+        earlier = conn.execute(
+            f"SELECT id FROM {table} WHERE task_id = ? AND rater = ? ORDER BY id",
+            (task_id, rater),
+        ).fetchall()
+        if earlier and not replace:
+            raise DuplicateLabel(task_id, rater, int(earlier[0][0]))
+        if earlier:
+            ids = [(int(r[0]),) for r in earlier]
+            if table == "rankings":
+                conn.executemany("DELETE FROM ranking_items WHERE ranking_id = ?", ids)
+            conn.executemany(f"DELETE FROM {table} WHERE id = ?", ids)
+            return  # task_labels already names this rater
+        (count,) = conn.execute(
+            "SELECT COUNT(*) FROM task_labels WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        if count >= needed:
+            raise TaskComplete(
+                f"task {task_id} already has the {needed} label(s) it needs; "
+                f"rater {rater!r} cannot add another"
+            )
         conn.execute(
-            "INSERT OR IGNORE INTO task_labels (task_id, rater, created) VALUES (?, ?, ?)",
+            "INSERT INTO task_labels (task_id, rater, created) VALUES (?, ?, ?)",
             (task_id, rater, time.time()),
         )
 
@@ -452,6 +512,7 @@ class FeedbackStore:
         rater: str,
         comment: str = "",
         task_id: int | None = None,
+        replace: bool = False,
     ) -> int:
         """Record a 1-to-5 ``score`` of a sample; return the rating id."""
         _check_id("sample_id", sample_id)
@@ -461,16 +522,21 @@ class FeedbackStore:
         _check_text("comment", comment)
         with self._write() as conn:
             self._sample_prompt(conn, sample_id)
+            self._claim_task(conn, task_id, rater, replace)
             cur = conn.execute(
                 "INSERT INTO ratings (sample_id, score, rater, comment, created, task_id) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (sample_id, score, rater, comment, time.time(), task_id),
             )
-            self._finish_task(conn, task_id, rater)
         return int(cur.lastrowid)
 
     def add_ranking(
-        self, sample_ids: Sequence[int], *, rater: str, task_id: int | None = None
+        self,
+        sample_ids: Sequence[int],
+        *,
+        rater: str,
+        task_id: int | None = None,
+        replace: bool = False,
     ) -> int:
         """Record ``sample_ids`` (completions of ONE prompt) ranked best first; return its id."""
         ids = [_check_id("sample_ids item", i) for i in sample_ids]
@@ -486,6 +552,7 @@ class FeedbackStore:
                     f"a ranking compares completions of ONE prompt; samples {ids} have "
                     f"{len(prompts)} different prompts"
                 )
+            self._claim_task(conn, task_id, rater, replace)
             cur = conn.execute(
                 "INSERT INTO rankings (prompt, rater, created, task_id) VALUES (?, ?, ?, ?)",
                 (prompts.pop(), rater, time.time(), task_id),
@@ -495,25 +562,39 @@ class FeedbackStore:
                 "INSERT INTO ranking_items (ranking_id, position, sample_id) VALUES (?, ?, ?)",
                 [(ranking_id, pos, sid) for pos, sid in enumerate(ids)],
             )
-            self._finish_task(conn, task_id, rater)
         return ranking_id
 
-    def add_edit(self, sample_id: int, text: str, *, rater: str, task_id: int | None = None) -> int:
+    def add_edit(
+        self,
+        sample_id: int,
+        text: str,
+        *,
+        rater: str,
+        task_id: int | None = None,
+        replace: bool = False,
+    ) -> int:
         """Record ``text``, a rater's corrected completion for a sample; return the edit id."""
         _check_id("sample_id", sample_id)
         _check_text("text", text)
         rater = _check_rater(rater)
         with self._write() as conn:
             self._sample_prompt(conn, sample_id)
+            self._claim_task(conn, task_id, rater, replace)
             cur = conn.execute(
                 "INSERT INTO edits (sample_id, text, rater, created, task_id) VALUES (?, ?, ?, ?, ?)",
                 (sample_id, text, rater, time.time(), task_id),
             )
-            self._finish_task(conn, task_id, rater)
         return int(cur.lastrowid)
 
     def add_demonstration(
-        self, prompt: str, text: str, *, rater: str, task: str = "", task_id: int | None = None
+        self,
+        prompt: str,
+        text: str,
+        *,
+        rater: str,
+        task: str = "",
+        task_id: int | None = None,
+        replace: bool = False,
     ) -> int:
         """Record ``text``, a completion a rater wrote for ``prompt``; return its id."""
         _check_text("prompt", prompt)
@@ -521,12 +602,12 @@ class FeedbackStore:
         _check_text("task", task)
         rater = _check_rater(rater)
         with self._write() as conn:
+            self._claim_task(conn, task_id, rater, replace)
             cur = conn.execute(
                 "INSERT INTO demonstrations (task, prompt, text, rater, created, task_id) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (task, prompt, text, rater, time.time(), task_id),
             )
-            self._finish_task(conn, task_id, rater)
         return int(cur.lastrowid)
 
     def add_label(self, sample_id: int, label: int | bool, *, rater: str) -> int:
@@ -804,8 +885,6 @@ class FeedbackStore:
         ``demonstration`` or ``label``. Labels refer to samples by their ``id`` in the file.
         The file is written atomically.
         """
-        from agents.tracking import atomic_write
-
         lines = [{"type": "sample", **asdict(s)} for s in self.samples()]
         lines += [{"type": "rating", **_drop_task(asdict(r))} for r in self.ratings()]
         lines += [{"type": "ranking", **_drop_task(asdict(r))} for r in self.rankings()]
