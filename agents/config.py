@@ -6,13 +6,11 @@ command line's ``--help`` and the code say the same thing.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import functools
-import inspect
-import textwrap
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from textgym.fields import field_docs as field_docs  # re-exported: agents.cli reads it here
 
 LR_SCHEDULES = ("constant", "linear")
 
@@ -148,28 +146,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"algo": self.algo, **dataclasses.asdict(self)}
-
-
-@functools.cache
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field of ``cls`` and its bases.
-
-    >>> field_docs(TrainConfig)["batch_size"]
-    'Episodes (completions) per iteration, all generated in one lockstep batch.'
-    """
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass) or klass is object:
-            continue
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:], strict=False):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)
-            ):
-                docs[node.target.id] = nxt.value.value
-    return docs

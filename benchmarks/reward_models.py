@@ -23,8 +23,8 @@ import json
 import time
 
 import torch
+from reward_data import TASKMASTER4_REWARD_FILES, sst2, taskmaster4_rewards
 
-from textgym.feedback.data import TASKMASTER4_REWARD_FILES, sst2, taskmaster4_rewards
 from textgym.feedback.reward_model import RewardModelConfig, train_reward_model
 
 

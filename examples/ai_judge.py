@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.ExitStack() as stack:
         if args.serve_local:
             from textgym.models import load_model, load_tokenizer
-            from textgym.rewards._openai_server import OpenAIServer, model_responder
+            # The test server (tests/openai_server.py) serves the judge model locally.
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from tests.openai_server import OpenAIServer, model_responder
 
             responder = model_responder(load_model(args.model), load_tokenizer(args.model))
             server = stack.enter_context(OpenAIServer(responder))

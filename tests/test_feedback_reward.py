@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.request
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -355,9 +356,10 @@ def test_hf_sequence_classifier_as_reward(one_thread, tiny_encoder, tmp_path):
 
 
 @pytest.mark.slow
-def test_minilm_reward_model_on_an_sst2_slice_beats_chance(shared_data):
+def test_minilm_reward_model_on_an_sst2_slice_beats_chance(shared_data, monkeypatch):
     """Real data, real encoder: 512 SST-2 sentences, one epoch; 200 dev sentences."""
-    from textgym.feedback.data import sst2
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from reward_data import sst2
 
     everything = sst2("train")
     pick = np.random.default_rng(0).choice(len(everything), 512, replace=False)

@@ -18,7 +18,6 @@ import textgym  # noqa: F401  (registers TextGen-v0)
 from textgym.feedback import FeedbackStore, PreferencePair
 from textgym.models import load_model, tiny_model
 from textgym.rewards import make_reward, score
-from textgym.rewards._openai_server import OpenAIServer, Reply, model_responder
 from textgym.rewards.judge import (
     DEFAULT_RUBRIC,
     JudgeConnectionError,
@@ -31,6 +30,8 @@ from textgym.rewards.judge import (
     judge_rater,
     parse_verdict,
 )
+
+from .openai_server import OpenAIServer, Reply, model_responder
 
 # A fixed rubric and clearly good / clearly bad completions of the same prompts (none of them
 # is a few-shot demonstration of the judge).

@@ -8,11 +8,11 @@ import pytest
 
 from textgym.models import load_model, tiny_model
 from textgym.rewards import list_rewards, make_reward, score
-from textgym.rewards._openai_server import OpenAIServer
 from textgym.rewards.judge import JudgeReward, LocalJudge, RemoteJudge
 from textgym.rewards.safety import DEFAULT_PRINCIPLE, SafetyPenalty, read_word_list
 
 from .conftest import char_count
+from .openai_server import OpenAIServer
 
 
 def penalty(reward, completions, prompt="Say something nice."):

@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from transformers import PreTrainedTokenizerBase
 
 from textgym.episode import PromptEncoder, Truncation, score_episodes
 from textgym.models import SMOLLM2_ALIAS, shared_tokenizer
 from textgym.rewards.base import RewardSpec, make_reward, reward_name
 from textgym.tasks.base import Prompt, Sample, Task, make_task, prompt_text
 
+if TYPE_CHECKING:  # type hints only: importing transformers costs ~0.7 s
+    from transformers import PreTrainedTokenizerBase
+
 
 def resolve_tokenizer(tokenizer: str | PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """A tokenizer object from a name/path/alias (loaded once per process) or the object itself."""
+    if isinstance(tokenizer, str):
+        return shared_tokenizer(tokenizer)
+    # Imported here: a caller holding a tokenizer object has imported transformers already.
+    from transformers import PreTrainedTokenizerBase
+
     if isinstance(tokenizer, PreTrainedTokenizerBase):
         if tokenizer.pad_token_id is None:
             raise ValueError(
                 "the tokenizer has no pad token; set tokenizer.pad_token (EOS is a common choice)"
             )
         return tokenizer
-    if isinstance(tokenizer, str):
-        return shared_tokenizer(tokenizer)
     raise TypeError(
         f"tokenizer must be a name, path or PreTrainedTokenizerBase, got {type(tokenizer).__name__}"
     )

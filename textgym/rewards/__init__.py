@@ -3,11 +3,19 @@
 ``make_reward("rouge_l")``, ``make_reward({"keyword_coverage": 1.0, "repetition": 0.5})`` or
 ``make_reward("my_package.module:my_reward")`` give a callable
 ``reward(prompts, completions, references, **meta) -> np.ndarray (float32, (B,))``;
-:func:`score` returns its total and per-component values, validated. Importing this package
-registers every built-in reward; :func:`list_rewards` names them.
+:func:`score` returns its total and per-component values, validated. :func:`list_rewards`
+names every built-in reward; a family's module (metrics, judge, safety, the human and learned
+rewards) is imported only when one of its rewards is first built or one of its classes is
+first read from this package (``textgym.rewards.JudgeReward``).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from textgym.rewards.base import (
+    BUILTIN_REWARDS,
     RewardBuilder,
     RewardFn,
     RewardSpec,
@@ -19,26 +27,50 @@ from textgym.rewards.base import (
     score,
     validate_rewards,
 )
-from textgym.rewards.metrics import (
-    Bleu,
-    Chrf,
-    KeywordCoverage,
-    LengthReward,
-    RepetitionPenalty,
-    Rouge,
-    SemanticSimilarity,
-    SoftKeywordCoverage,
-    keyword_found,
-)
 
-# Other reward families register themselves on import: add one import line per module here.
-# isort: split
-from textgym.feedback.human import HumanReward
-from textgym.feedback.reward_model import ClassifierReward, LearnedReward
-from textgym.rewards.judge import JudgeReward, LocalJudge, RemoteJudge
-from textgym.rewards.safety import SafetyPenalty
+_METRICS = "textgym.rewards.metrics"
+_REWARD_MODEL = "textgym.feedback.reward_model"
+_JUDGE = "textgym.rewards.judge"
+# Attribute -> the module that defines it, imported on first access (PEP 562).
+_LAZY: dict[str, str] = {
+    "Bleu": _METRICS,
+    "Chrf": _METRICS,
+    "KeywordCoverage": _METRICS,
+    "LengthReward": _METRICS,
+    "RepetitionPenalty": _METRICS,
+    "Rouge": _METRICS,
+    "SemanticSimilarity": _METRICS,
+    "SoftKeywordCoverage": _METRICS,
+    "keyword_found": _METRICS,
+    "HumanReward": "textgym.feedback.human",
+    "ClassifierReward": _REWARD_MODEL,
+    "LearnedReward": _REWARD_MODEL,
+    "JudgeReward": _JUDGE,
+    "LocalJudge": _JUDGE,
+    "RemoteJudge": _JUDGE,
+    "SafetyPenalty": "textgym.rewards.safety",
+}
+_SUBMODULES = ("judge", "metrics", "safety")
+
+
+def __getattr__(name: str) -> Any:
+    """Import a reward family the first time one of its names is read from this package."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later reads skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY.keys() | set(_SUBMODULES))
+
 
 __all__ = [
+    "BUILTIN_REWARDS",
     "Bleu",
     "Chrf",
     "ClassifierReward",

@@ -148,6 +148,31 @@ class WeightedSum:
 RewardBuilder = Callable[..., RewardFn]
 _REWARDS: dict[str, RewardBuilder] = {}
 
+_METRICS = "textgym.rewards.metrics"
+_REWARD_MODEL = "textgym.feedback.reward_model"
+BUILTIN_REWARDS: Mapping[str, str] = {
+    "bleu": _METRICS,
+    "chrf": _METRICS,
+    "keyword_coverage": _METRICS,
+    "keyword_coverage_soft": _METRICS,
+    "length": _METRICS,
+    "repetition": _METRICS,
+    "rouge1": _METRICS,
+    "rouge2": _METRICS,
+    "rouge_l": _METRICS,
+    "semantic_similarity": _METRICS,
+    "judge": "textgym.rewards.judge",
+    "safety": "textgym.rewards.safety",
+    "human": "textgym.feedback.human",
+    "hf_classifier": _REWARD_MODEL,
+    "reward_model": _REWARD_MODEL,
+}
+"""Built-in reward name -> the module whose import registers it.
+
+A family is imported when one of its names is first built, so ``import textgym`` pays for none
+of them (the judge, safety and reward-model families pull in HTTP clients, SQLite or torch).
+"""
+
 
 def register_reward(name: str, builder: RewardBuilder) -> None:
     """Register ``builder(**kwargs) -> RewardFn`` under ``name`` (lower case)."""
@@ -155,8 +180,27 @@ def register_reward(name: str, builder: RewardBuilder) -> None:
 
 
 def list_rewards() -> list[str]:
-    """Names accepted by :func:`make_reward` (besides ``"module:function"``)."""
-    return sorted(_REWARDS)
+    """Names accepted by :func:`make_reward` (besides ``"module:function"``); imports nothing.
+
+    >>> {"rouge_l", "judge", "reward_model"} <= set(list_rewards())
+    True
+    """
+    return sorted(_REWARDS.keys() | BUILTIN_REWARDS.keys())
+
+
+def _builder(key: str) -> RewardBuilder | None:
+    """The builder registered under ``key``, importing its built-in family on first use."""
+    if key not in _REWARDS and key in BUILTIN_REWARDS:
+        # The import registers the whole family; names registered before it (a user's own
+        # builder under a built-in name) keep winning, as when every family loaded up front.
+        before = dict(_REWARDS)
+        importlib.import_module(BUILTIN_REWARDS[key])
+        _REWARDS.update(before)
+        if key not in _REWARDS:
+            raise RuntimeError(
+                f"importing {BUILTIN_REWARDS[key]} did not register the reward {key!r}"
+            )
+    return _REWARDS.get(key)
 
 
 def _from_import_path(path: str) -> RewardFn:
@@ -193,9 +237,9 @@ def make_reward(spec: RewardSpec, **kwargs: Any) -> RewardFn:
     WeightedSum(length*1, repetition*0.5)
     """
     if isinstance(spec, str):
-        key = spec.lower()
-        if key in _REWARDS:
-            return _REWARDS[key](**kwargs)
+        builder = _builder(spec.lower())
+        if builder is not None:
+            return builder(**kwargs)
         if ":" in spec:
             if kwargs:
                 raise TypeError(

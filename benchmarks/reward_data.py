@@ -1,5 +1,8 @@
 """Real labelled data for reward models: SST-2 sentiment and Taskmaster-4 human reward labels.
 
+Benchmark-only loaders (benchmarks/reward_models.py and one slow test use them), kept next to
+the benchmarks rather than in the package.
+
 Both read local files under the data root (``$TEXTGYM_DATA`` or ``../shared/data``, see
 :func:`textgym.tasks.datasets.default_data_dir`) or a ``path`` given by the caller, and return
 :class:`~textgym.feedback.reward_model.ScoredText` items with 0/1 targets for a "binary" reward

@@ -1,5 +1,7 @@
 """A small OpenAI-compatible chat-completions server, for tests and for serving a local judge.
 
+It lives with the tests, not in the package: textgym's judge is a client only.
+
 It speaks the subset of the protocol a judge client uses: ``POST /v1/chat/completions`` and
 ``GET /v1/models``. Answers come from a ``respond(body) -> str | Reply`` function: scripted
 answers and faults (HTTP 429/500, delays, malformed bodies) in tests, or greedy generation by a
@@ -7,7 +9,7 @@ Hugging Face causal LM (:func:`model_responder`). It binds 127.0.0.1 only.
 
 Serve SmolLM2 as a judge endpoint::
 
-    python -m textgym.rewards._openai_server --model smollm2-135m --port 8000
+    python -m tests.openai_server --model smollm2-135m --port 8000
     # then RemoteJudge("http://127.0.0.1:8000/v1", model="smollm2-135m", api_key_env=None)
 """
 
