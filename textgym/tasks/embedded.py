@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from textgym.tasks.base import Sample, Task
-from textgym.tasks.datasets import DataFormatError, _get, _text, _text_list
+from textgym.tasks.datasets.prompts import system_turn, user_turn
+from textgym.tasks.datasets.records import (
+    DataFormatError,
+    require_field,
+    require_text,
+    require_texts,
+)
 
 _DATA = resources.files("textgym.tasks") / "data"
 
@@ -152,11 +158,13 @@ def summarize(*, instruction: str = SUMMARIZE_INSTRUCTION) -> Task:
     splits: dict[str, list[Sample]] = {"train": [], "validation": [], "test": []}
     for i, row in enumerate(_records("summarize.json")):
         where = f"summarize.json item {i}"
-        passage = _text(row, "passage", where)
-        content = f"{instruction}\n\n{passage}" if instruction else passage
-        refs = tuple(_text_list(row, "summaries", where))
-        meta = {"id": str(_get(row, "id", where)), "topic": str(_get(row, "topic", where))}
-        splits[_split_of(i)].append(Sample([{"role": "user", "content": content}], refs, meta))
+        passage = require_text(row, "passage", where)
+        refs = tuple(require_texts(row, "summaries", where))
+        meta = {
+            "id": str(require_field(row, "id", where)),
+            "topic": str(require_field(row, "topic", where)),
+        }
+        splits[_split_of(i)].append(Sample(user_turn(instruction, passage), refs, meta))
     return Task(
         "summarize",
         splits,
@@ -178,21 +186,23 @@ def dialogue(*, instruction: str = DIALOGUE_INSTRUCTION) -> Task:
     >>> [m["role"] for m in task.split("test")[0].prompt]
     ['system', 'user', 'assistant', 'user']
     """
-    head = [{"role": "system", "content": instruction}] if instruction else []
+    head = system_turn(instruction)
     splits: dict[str, list[Sample]] = {"train": [], "validation": [], "test": []}
     for i, row in enumerate(_records("dialogue.json")):
         where = f"dialogue.json item {i}"
-        messages = _get(row, "messages", where)
+        messages = require_field(row, "messages", where)
         if not isinstance(messages, list) or not messages or messages[-1].get("role") != "user":
             raise DataFormatError(
                 f"{where}: 'messages' must be a non-empty list ending with a user turn"
             )
         chat = [
-            {"role": _text(m, "role", where), "content": _text(m, "content", where)}
+            {"role": require_text(m, "role", where), "content": require_text(m, "content", where)}
             for m in messages
         ]
-        refs = tuple(_text_list(row, "references", where))
-        splits[_split_of(i)].append(Sample(head + chat, refs, {"id": str(_get(row, "id", where))}))
+        refs = tuple(require_texts(row, "references", where))
+        splits[_split_of(i)].append(
+            Sample(head + chat, refs, {"id": str(require_field(row, "id", where))})
+        )
     return Task(
         "dialogue",
         splits,
