@@ -3,10 +3,12 @@
 The rollout runs a :class:`~textgym.vector.TextGenVectorEnv` in lockstep (autoreset DISABLED):
 the prompt is encoded once (one prefill), then every step is ONE forward pass of the whole
 batch over one new token with the KV cache. As it goes it records each action's
-log-probability, the value of the state and, when a reference model is given, the reference
-log-probability. Text is never decoded by the policy: the env scores finished episodes.
+log-probability and the value of the state. Text is never decoded by the policy: the env scores
+finished episodes.
 
-Left-padded prompts get explicit position ids (``cumsum(mask) - 1``), so a padded row yields the
+Every forward goes through :func:`textgym.lm.forward` (the model's own ``forward``, so logit
+scaling and soft-capping apply, and the value head's hidden state comes from the same pass);
+left-padded prompts get explicit position ids (``cumsum(mask) - 1``), so a padded row yields the
 same logits as the same prompt alone.
 """
 
@@ -23,91 +25,9 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import nn
 
+from textgym import lm
+from textgym.lm import LMOutput, Sampling, sample_tokens, token_logprobs
 from textgym.vector import TextGenVectorEnv
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How actions are drawn from the policy's logits.
-
-    ``temperature`` 0 is greedy. The policy's distribution (for log-probs, KL and entropy) is
-    ``softmax(logits / temperature)`` over the whole vocabulary; ``top_k`` / ``top_p`` only
-    truncate what is sampled, as in ``model.generate``.
-
-    >>> Sampling(temperature=0.7, top_k=50).greedy
-    False
-    """
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            raise ValueError(f"temperature must be a number >= 0, got {self.temperature!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an int >= 0 (0 = no limit), got {self.top_k!r}")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    @property
-    def scale(self) -> float:
-        """The divisor applied to logits (1 for greedy, whose log-probs use temperature 1)."""
-        return float(self.temperature) if self.temperature > 0 else 1.0
-
-
-def sample_tokens(
-    logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Draw one token per row of ``logits`` (B, V) -> (B,) int64.
-
-    Inverse-CDF sampling: one uniform per row, located in the cumulative probabilities
-    (``searchsorted``). It samples ``softmax(logits)`` exactly (zero-probability tokens are
-    never drawn) and, over a 49k vocabulary at batch 16 on CPU, costs about 9 ms where
-    ``torch.multinomial`` and the Gumbel-max trick (which draws one random number per logit)
-    cost 70 ms. ``top_k`` first keeps the k largest logits, which is cheaper still.
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> logits = torch.tensor([[0.0, 5.0, -1.0], [9.0, 0.0, 0.0]])
-    >>> sample_tokens(logits, Sampling(temperature=0)).tolist()
-    [1, 0]
-    >>> sample_tokens(logits, Sampling(top_k=1), g).tolist()
-    [1, 0]
-    """
-    if sampling.greedy:
-        return logits.argmax(-1)
-    scaled = logits.float() / sampling.scale  # (B, V)
-    index = None
-    if sampling.top_k and sampling.top_k < scaled.shape[-1]:
-        scaled, index = scaled.topk(sampling.top_k, dim=-1)  # (B, k), sorted descending
-    if sampling.top_p < 1.0:
-        if index is None:
-            scaled, index = scaled.sort(dim=-1, descending=True)
-        probs = scaled.softmax(-1)
-        # Drop a token when the tokens before it already hold top_p of the mass (keeps >= 1).
-        drop = probs.cumsum(-1) - probs > sampling.top_p
-        scaled = scaled.masked_fill(drop, float("-inf"))
-    cdf = (scaled - scaled.logsumexp(-1, keepdim=True)).exp().cumsum(-1)  # (B, V)
-    u = torch.rand(len(cdf), 1, generator=generator, device=cdf.device) * cdf[:, -1:]  # (B, 1)
-    # right=True: the first index whose cumulative mass exceeds u, never a zero-mass token.
-    choice = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
-    return choice if index is None else index.gather(-1, choice[:, None]).squeeze(-1)
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, scale: float) -> torch.Tensor:
-    """log softmax(logits / scale) at ``tokens``: (..., V), (...) -> (...) float32."""
-    scaled = logits.float() / scale
-    picked = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - scaled.logsumexp(-1)
-
-
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids for a left-padded attention mask: ``cumsum(mask) - 1``, 0 on padding."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 class TransformerPolicy(nn.Module):
@@ -144,10 +64,7 @@ class TransformerPolicy(nn.Module):
             )
         self.model = model
         self.vocab_size = vocab_size
-        hidden = model.get_output_embeddings().weight.shape[1]
-        self.value_head = nn.Linear(hidden, 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head = lm.value_head(model)
         self.reference_mode = reference
         # Held outside the module tree so .parameters(), state_dict() and optimizers skip it.
         self._reference: list[nn.Module] = []
@@ -192,26 +109,26 @@ class TransformerPolicy(nn.Module):
         cache: Any = None,
         keep: int | None = None,
         use_cache: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """Decoder then LM head on the last ``keep`` positions only (all when None).
+        hidden: bool = False,
+    ) -> LMOutput:
+        """:func:`textgym.lm.forward` of ``model`` (the policy's or the reference's) at this vocabulary.
 
-        Returns ``(logits (B, keep, V), hidden (B, keep, H), cache)``. Skipping the LM head on
-        the other positions is what makes a prefill of a long prompt cheap.
+        Returns ``(logits (B, keep, V), hidden (B, keep, H) or None, cache)``: the LM head runs
+        on the last ``keep`` positions only (all when None), which is what makes a prefill of
+        a long prompt cheap; ``hidden`` asks for the last-layer hidden states (the value head's
+        input) from the same forward.
         """
-        out = model.get_decoder()(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions(attention_mask)[:, -input_ids.shape[1] :]
-            if position_ids is None
-            else position_ids,
-            past_key_values=cache,
+        return lm.forward(
+            model,
+            input_ids,
+            attention_mask,
+            position_ids,
+            cache,
+            keep=keep or 0,
+            vocab_size=self.vocab_size,
+            hidden=hidden,
             use_cache=use_cache,
         )
-        hidden = out.last_hidden_state if keep is None else out.last_hidden_state[:, -keep:]
-        logits = model.get_output_embeddings()(hidden)
-        if self.vocab_size is not None:
-            logits = logits[..., : self.vocab_size]
-        return logits, hidden, out.past_key_values
 
     def forward(
         self,
@@ -220,8 +137,10 @@ class TransformerPolicy(nn.Module):
         keep: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """No-cache forward: ``(logits (B, T', V), values (B, T'))`` for the last ``keep`` = T'."""
-        logits, hidden, _ = self.lm_forward(self.model, input_ids, attention_mask, keep=keep)
-        return logits, self.value_head(hidden.float()).squeeze(-1)
+        logits, hidden, _ = self.lm_forward(
+            self.model, input_ids, attention_mask, keep=keep, hidden=True
+        )
+        return logits, self.value_head(hidden.float()).squeeze(-1)  # type: ignore[union-attr]
 
 
 @dataclass
@@ -229,7 +148,9 @@ class Rollout:
     """One lockstep batch of B episodes of at most N tokens (tensors on the policy's device).
 
     ``mask[b, t]`` is 1 where token t of row b was a real action (up to and including EOS).
-    ``values`` / ``ref_logprobs`` are None when not recorded.
+    ``values`` is None when not recorded. :func:`rollout` leaves ``ref_logprobs`` None; a
+    trainer with a reference fills it with :func:`evaluate_tokens` (``reference=True``): one
+    batched no-cache forward of the reference per rollout instead of one per step.
     """
 
     prompt_ids: torch.Tensor  # (B, P') int64, left-padded, all-padding columns dropped
@@ -277,13 +198,12 @@ def rollout(
     seed: int | None = None,
     options: dict[str, Any] | None = None,
     record_values: bool = True,
-    record_reference: bool = True,
     autocast: contextlib.AbstractContextManager[Any] | None = None,
 ) -> Rollout:
     """Reset every sub-env, then step all B episodes in lockstep until each has ended.
 
-    One prefill of the prompts, then per step ONE forward of the policy (and one of the
-    reference when ``record_reference``) over the B new tokens with the KV cache. The env owns
+    One prefill of the prompts, then per step ONE forward of the policy over the B new tokens
+    with the KV cache (values from the same forward when ``record_values``). The env owns
     termination and reward: the loop stops when ``envs.active`` is all False, and the final
     reward of each row is read from ``step``'s reward where ``terminated``. ``seed`` and
     ``options`` (``index`` / ``prompt`` lists) go to ``envs.reset``.
@@ -299,7 +219,6 @@ def rollout(
     env = check_lockstep_env(envs)
     device = policy.value_head.weight.device
     autocast = autocast if autocast is not None else contextlib.nullcontext()
-    record_reference = record_reference and policy.has_reference
     B, P, N = env.num_envs, env.max_prompt_tokens, env.max_new_tokens
     options = {**(options or {}), "reset_mask": np.ones(B, dtype=bool)}
     obs, _ = env.reset(seed=seed, options=options)
@@ -316,20 +235,14 @@ def rollout(
     mask = torch.zeros(B, N, device=device)
     logprobs = torch.zeros(B, N, device=device)
     values = torch.zeros(B, N, device=device) if record_values else None
-    ref_logprobs = torch.zeros(B, N, device=device) if record_reference else None
     scores = np.zeros(B, dtype=np.float32)
     prompts, completions, reasons = [""] * B, [""] * B, [""] * B
     components: dict[str, np.ndarray] = {}
 
     with autocast:
         logits, hidden, cache = policy.lm_forward(
-            policy.model, prompt_ids, prompt_mask, keep=1, use_cache=True
+            policy.model, prompt_ids, prompt_mask, keep=1, use_cache=True, hidden=record_values
         )
-        if record_reference:
-            with policy.reference_mode_on() as ref:
-                ref_logits, _, ref_cache = policy.lm_forward(
-                    ref, prompt_ids, prompt_mask, keep=1, use_cache=True
-                )
     active = env.active  # (B,) bool
     for t in range(N):
         step_logits = logits[:, -1]  # (B, V)
@@ -339,9 +252,7 @@ def rollout(
         mask[:, t] = live
         logprobs[:, t] = token_logprobs(step_logits, action, sampling.scale)
         if values is not None:
-            values[:, t] = policy.value_head(hidden[:, -1].float()).squeeze(-1)
-        if ref_logprobs is not None:
-            ref_logprobs[:, t] = token_logprobs(ref_logits[:, -1], action, sampling.scale)
+            values[:, t] = policy.value_head(hidden[:, -1].float()).squeeze(-1)  # type: ignore[index]
         _, reward, terminated, _, info = env.step(action.cpu().numpy())
         if terminated.any():
             done = np.flatnonzero(terminated)
@@ -362,13 +273,15 @@ def rollout(
         step_pos = next_position + t
         with autocast:
             logits, hidden, cache = policy.lm_forward(
-                policy.model, step_ids, step_mask, step_pos, cache, keep=1, use_cache=True
+                policy.model,
+                step_ids,
+                step_mask,
+                step_pos,
+                cache,
+                keep=1,
+                use_cache=True,
+                hidden=record_values,
             )
-            if record_reference:
-                with policy.reference_mode_on() as ref:
-                    ref_logits, _, ref_cache = policy.lm_forward(
-                        ref, step_ids, step_mask, step_pos, ref_cache, keep=1, use_cache=True
-                    )
     return Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -376,7 +289,7 @@ def rollout(
         mask=mask,
         logprobs=logprobs,
         values=values,
-        ref_logprobs=ref_logprobs,
+        ref_logprobs=None,
         scores=torch.as_tensor(scores, device=device),
         components=components,
         prompts=prompts,

@@ -14,7 +14,7 @@ hidden state is the critic (the LM body is shared). Importing this module regist
 
 ## What is cached and what is not
 - Rollouts (``forward``/``predict``/``predict_values`` without gradients) go through a
-  :class:`~textgym.wrappers.PrefixCache`: each env slot keeps its KV cache keyed by the prefix,
+  :class:`~textgym.lm.PrefixCache`: each env slot keeps its KV cache keyed by the prefix,
   so a step is ONE one-token forward for all envs, a new episode one prompt forward, and a
   repeated query (``predict_values`` on the last observation) is free. The cache is dropped
   when the weights change (after each update), so the first step of the next rollout runs the
@@ -25,8 +25,11 @@ hidden state is the critic (the LM body is shared). Importing this module regist
   with ``batch_size`` x prefix length: PPO's default ``batch_size=64`` with SmolLM2-135M on
   prefixes of up to 60 tokens took the process to about 10 GB on CPU (OOM-killed on a shared
   machine), so use a smaller ``batch_size`` there.
-- Sampling uses the Gumbel-max trick on the logits (same distribution as ``torch.multinomial``,
-  2.5x faster over a 49k vocabulary).
+- Sampling is :func:`textgym.lm.sample_tokens` (inverse-CDF: exact, masked tokens never drawn,
+  from torch's global generator, which SB3 seeds), the same sampler as the custom rollout.
+- Logits come from :func:`textgym.lm.forward` (the model's own forward, so logit scaling and
+  soft-capping apply, as for the policy and the reference wrappers); the value head
+  (:func:`textgym.lm.value_head`, zero at the start) reads the hidden state of the same forward.
 
 Measured with ``benchmarks/sb3_throughput.py`` (B=16 envs, 16-token episodes, one torch thread,
 on a 2-core CPU shared with other jobs, so rough): with SmolLM2-135M the SB3 rollout ran 14.6
@@ -62,7 +65,15 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
-from textgym.wrappers import PrefixCache, check_vocab, kl_penalty, last_token_forward
+from textgym.lm import (
+    PrefixCache,
+    Sampling,
+    check_vocab,
+    last_token_forward,
+    sample_tokens,
+    value_head,
+)
+from textgym.wrappers import kl_penalty
 
 ModelSpec = str | os.PathLike[str] | nn.Module | PretrainedConfig
 MASKED_LOGIT = -1e8  # sb3-contrib's value for masked logits: exp() is exactly 0, no NaN
@@ -131,10 +142,7 @@ class _LMPolicyMixin:
         """The LM, a value head on its last hidden state, and the optimizer over both."""
         self.lm = build_lm(self.model_spec)
         check_vocab(self.lm, self.vocab_size)
-        hidden = int(self.lm.get_input_embeddings().weight.shape[1])
-        self.value_net = nn.Linear(hidden, 1)
-        nn.init.orthogonal_(self.value_net.weight, gain=1.0)
-        nn.init.zeros_(self.value_net.bias)
+        self.value_net = value_head(self.lm)
         self.optimizer = self.optimizer_class(  # type: ignore[attr-defined]
             self.parameters(),  # type: ignore[attr-defined]
             lr=lr_schedule(1),  # type: ignore[call-arg]
@@ -181,11 +189,7 @@ class _LMPolicyMixin:
         logits, hidden = self._last_token(obs)
         logits = self._masked(logits.float(), action_masks)  # (B, V)
         logp = torch.log_softmax(logits, -1)
-        if deterministic:
-            actions = logits.argmax(-1)
-        else:  # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits)
-            noise = torch.empty_like(logits).exponential_().log_()
-            actions = (logits - noise).argmax(-1)
+        actions = sample_tokens(logits, Sampling(temperature=0.0 if deterministic else 1.0))
         values = self.value_net(hidden.float())  # (B, 1)
         return actions, values, logp.gather(1, actions[:, None]).squeeze(1)
 

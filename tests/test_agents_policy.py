@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.policy import (
-    Sampling,
-    TransformerPolicy,
-    evaluate_tokens,
-    positions,
-    rollout,
-    sample_tokens,
-)
+from agents.policy import TransformerPolicy, evaluate_tokens, rollout
+from textgym.lm import Sampling, positions, sample_tokens, token_logprobs
 from textgym.models import load_tokenizer, tiny_model
 from textgym.tasks.base import Sample, Task
 from textgym.vector import TextGenVectorEnv
@@ -97,8 +91,9 @@ def test_left_padded_rows_give_the_same_logits_as_alone(tokenizer):
 
 
 def test_kv_cache_rollout_logprobs_equal_a_full_forward(tokenizer):
-    """Rollout log-probs, values and reference log-probs (KV cache, one token per step) equal a
-    no-cache forward over the same tokens to 1e-5 in float32."""
+    """Rollout log-probs and values (KV cache, one token per step) equal a no-cache forward over
+    the same tokens to 1e-5 in float32; the reference log-probs (the trainer's no-cache
+    ``evaluate_tokens(reference=True)``) equal the reference model's own forward."""
     torch.manual_seed(0)
     policy = TransformerPolicy(tiny_model(tokenizer), reference="copy")
     with torch.no_grad():  # make policy and reference differ, and the value head non-zero
@@ -119,8 +114,16 @@ def test_kv_cache_rollout_logprobs_equal_a_full_forward(tokenizer):
         )
     torch.testing.assert_close(logprobs, batch.logprobs, atol=1e-5, rtol=0)
     torch.testing.assert_close(values, batch.values, atol=1e-5, rtol=0)
-    torch.testing.assert_close(ref_logprobs, batch.ref_logprobs, atol=1e-5, rtol=0)
-    assert (batch.logprobs - batch.ref_logprobs).abs().max() > 1e-3
+    assert batch.ref_logprobs is None  # the rollout runs the policy only
+    ids = torch.cat([batch.prompt_ids, batch.tokens], 1)
+    mask = torch.cat([batch.prompt_mask, torch.ones_like(batch.tokens)], 1)
+    with torch.no_grad():  # logits at the positions that predict each completion token
+        own = policy.reference(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
+    own = own.logits[:, -batch.tokens.shape[1] - 1 : -1]
+    torch.testing.assert_close(
+        ref_logprobs, token_logprobs(own, batch.tokens, 0.8), atol=1e-5, rtol=0
+    )
+    assert (batch.logprobs - ref_logprobs).abs().max() > 1e-3
 
 
 def test_rollout_stops_rows_at_eos_and_reads_the_env_reward(tokenizer):
@@ -138,9 +141,7 @@ def test_rollout_stops_rows_at_eos_and_reads_the_env_reward(tokenizer):
         for row in batch.tokens.tolist()
     ]
     # The scores are the env's rewards: keyword "dog" coverage of each completion.
-    reward = envs.reward_fn(
-        batch.prompts, batch.completions, None, keywords=[["dog"]] * 4
-    )
+    reward = envs.reward_fn(batch.prompts, batch.completions, None, keywords=[["dog"]] * 4)
     np.testing.assert_allclose(batch.scores.numpy(), reward, atol=1e-6)
     assert set(batch.components) == {"keyword_coverage_soft"}
 
@@ -180,7 +181,11 @@ def test_lora_reference_is_the_base_model_with_adapters_off(tokenizer):
             ref_logits, _, _ = policy.lm_forward(ref, ids, torch.ones_like(ids))
     torch.testing.assert_close(ref_logits, base_logits, atol=1e-5, rtol=1e-5)
     assert (policy_logits - base_logits).abs().max() > 1e-2
-    assert not any(p.requires_grad for n, p in policy.named_parameters() if "lora" not in n and "value_head" not in n)
+    assert not any(
+        p.requires_grad
+        for n, p in policy.named_parameters()
+        if "lora" not in n and "value_head" not in n
+    )
 
 
 def test_reference_adapters_needs_a_peft_model(tokenizer):

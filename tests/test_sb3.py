@@ -23,8 +23,9 @@ from transformers import PreTrainedTokenizerFast
 
 from agents.sb3 import KLRewardCallback, LMActorCriticPolicy, MaskableLMActorCriticPolicy
 from textgym.models import tiny_model
+from textgym.reference import ReferenceLM
 from textgym.tasks.base import Sample, Task
-from textgym.wrappers import KLPenalty, ReferenceActionMask, ReferenceLM, TopKActions, kl_penalty
+from textgym.wrappers import KLPenalty, ReferenceActionMask, TopKActions, kl_penalty
 
 
 @pytest.fixture(autouse=True)

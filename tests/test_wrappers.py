@@ -11,16 +11,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import textgym  # noqa: F401  (registers TextGen-v0)
+from textgym.lm import PrefixCache, last_token_forward, top_set
 from textgym.models import tiny_model
-from textgym.wrappers import (
-    KLPenalty,
-    PrefixCache,
-    ReferenceActionMask,
-    ReferenceLM,
-    TopKActions,
-    last_token_forward,
-    top_set,
-)
+from textgym.reference import ReferenceLM
+from textgym.wrappers import KLPenalty, ReferenceActionMask, TopKActions
 
 V = 49152
 
