@@ -19,7 +19,8 @@ from stable_baselines3.common.env_util import make_vec_env
 import agents.sb3  # noqa: F401  (registers "LMPolicy")
 import textgym  # noqa: F401  (registers TextGen-v0)
 from textgym.models import load_model, shared_tokenizer, tiny_model
-from textgym.wrappers import ReferenceActionMask, ReferenceLM
+from textgym.reference import ReferenceLM
+from textgym.wrappers import ReferenceActionMask
 
 
 def main(argv: list[str] | None = None) -> float:

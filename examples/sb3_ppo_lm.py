@@ -19,7 +19,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 import textgym  # noqa: F401  (registers TextGen-v0)
 from agents.sb3 import KLRewardCallback
 from textgym.models import load_model, shared_tokenizer, tiny_model
-from textgym.wrappers import KLPenalty, ReferenceLM
+from textgym.reference import ReferenceLM
+from textgym.wrappers import KLPenalty
 
 
 def main(argv: list[str] | None = None) -> float:

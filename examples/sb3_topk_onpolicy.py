@@ -19,7 +19,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 import textgym  # noqa: F401  (registers TextGen-v0)
 from textgym.models import load_model, shared_tokenizer, tiny_model
-from textgym.wrappers import ReferenceLM, TopKActions
+from textgym.reference import ReferenceLM
+from textgym.wrappers import TopKActions
 
 ALGOS = {
     "ppo": (PPO, "MlpPolicy"),

@@ -79,7 +79,6 @@ def preference_store(args: argparse.Namespace, path: Path) -> int:
             Sampling(temperature=0),
             options={"index": index},
             record_values=False,
-            record_reference=False,
         )
         for i, completion in zip(index, batch.completions, strict=True):
             prompt = user_message(samples[i].prompt)
