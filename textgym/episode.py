@@ -7,13 +7,14 @@ become text and rewards (one batched reward call).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from textgym.rewards.base import RewardFn, score
-from textgym.tasks.base import Prompt, prompt_text
+from textgym.tasks.base import ChatMessages, Prompt, prompt_text
 
 if TYPE_CHECKING:  # type hints only: importing transformers costs ~0.7 s
     from transformers import PreTrainedTokenizerBase
@@ -21,8 +22,77 @@ if TYPE_CHECKING:  # type hints only: importing transformers costs ~0.7 s
 Truncation = Literal["left", "error"]
 
 
+_PROBES = ("\ue000{}\ue001", "  probe {} text\n")
+"""Two contents per message that a chat template must copy verbatim for the fast path: a
+private-use sentinel (to find where the content goes) and text with outer white space (so a
+template that trims or rewrites content is caught)."""
+
+
+class SegmentCache:
+    """Tokenize texts exactly as the Rust tokenizer does, reusing the ids of repeated stretches.
+
+    The tokenizer splits a text at its added tokens (``<|im_start|>`` and the like) before it
+    normalizes or pre-tokenizes anything, so each stretch between two of them tokenizes on its
+    own. Chat-templated prompts repeat most stretches (the system prompt, the role headers):
+    those are tokenized once, and only the new stretches of a batch go to the tokenizer, in
+    one call. :meth:`build` returns None for a tokenizer where that equivalence may not hold
+    (added tokens that strip or normalize, or a probe text that tokenizes differently), and
+    the caller tokenizes whole texts instead.
+    """
+
+    MAX_ENTRIES = 100_000  # then start afresh: a bound on memory, not a tuning knob
+
+    def __init__(self, encode_batch: Any, pattern: re.Pattern[str], ids: dict[str, int]) -> None:
+        self._encode_batch = encode_batch
+        self._pattern = pattern
+        self._added_ids = ids
+        self._stretches: dict[str, list[int]] = {}
+
+    @classmethod
+    def build(cls, tokenizer: PreTrainedTokenizerBase, encode_batch: Any) -> SegmentCache | None:
+        added = list(getattr(tokenizer, "added_tokens_decoder", {}).values())
+        if encode_batch is None or not added:
+            return None
+        if any(t.lstrip or t.rstrip or t.single_word or t.normalized for t in added):
+            return None
+        contents = sorted({t.content for t in added}, key=len, reverse=True)  # longest first
+        pattern = re.compile("(" + "|".join(re.escape(c) for c in contents) + ")")
+        ids = {t.content: i for i, t in tokenizer.added_tokens_decoder.items()}
+        cache = cls(encode_batch, pattern, ids)
+        mark = contents[-1]
+        probes = [f"{mark}user\n Hi  there{mark}\n", f" a{mark}{mark}b c\n\n{mark} "]
+        whole = [e.ids for e in encode_batch(probes, add_special_tokens=False)]
+        return cache if cache(probes) == whole else None
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (no special tokens added around it)."""
+        split = [self._pattern.split(text) for text in texts]  # odd places: added tokens
+        new = list({s for parts in split for s in parts[0::2] if s and s not in self._stretches})
+        if len(self._stretches) + len(new) > self.MAX_ENTRIES:
+            self._stretches.clear()
+            new = list({s for parts in split for s in parts[0::2] if s})
+        if new:
+            encoded = self._encode_batch(new, add_special_tokens=False)
+            self._stretches.update(zip(new, (e.ids for e in encoded), strict=True))
+        out = []
+        for parts in split:
+            tokens: list[int] = []
+            for i, part in enumerate(parts):
+                if i % 2:
+                    tokens.append(self._added_ids[part])
+                elif part:
+                    tokens += self._stretches[part]
+            out.append(tokens)
+        return out
+
+
 class PromptEncoder:
-    """Turn a prompt (text or chat messages) into at most ``max_prompt_tokens`` token ids.
+    """Turn prompts (text or chat messages) into at most ``max_prompt_tokens`` token ids.
+
+    Batches are cheap: :meth:`padded_batch` renders every chat template without Jinja when the
+    template copies message contents verbatim (checked once per layout of roles, see
+    :data:`_PROBES`), and tokenizes all new prompts with ONE call to the Rust tokenizer.
+    Prompts given a cache key (task samples) are encoded once per process.
 
     Args:
         tokenizer: the tokenizer of the policy.
@@ -31,6 +101,16 @@ class PromptEncoder:
             prompt) when it has one; otherwise chat messages are flattened to ``role: content`` lines.
         truncation: ``"left"`` keeps the last P tokens of a longer prompt; ``"error"`` raises.
         pad_token_id: the id that fills the left padding of :meth:`padded` rows.
+
+    >>> from textgym.models import shared_tokenizer
+    >>> encoder = PromptEncoder(shared_tokenizer("smollm2-135m"), max_prompt_tokens=64)
+    >>> messages = [{"role": "user", "content": "Hi there"}]
+    >>> encoder.text(messages) == encoder.tokenizer.apply_chat_template(
+    ...     messages, tokenize=False, add_generation_prompt=True)
+    True
+    >>> ids, mask = encoder.padded_batch(["Hi there", messages])
+    >>> ids.shape, bool((ids[0] == ids[1]).all()), int(mask[0].sum()) == len(encoder.encode("Hi there"))
+    ((2, 64), True, True)
     """
 
     def __init__(
@@ -49,51 +129,124 @@ class PromptEncoder:
         self.truncation = truncation
         self.pad_token_id = pad_token_id
         self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        # Roles of a conversation -> the template's literal text around each content, or None
+        # where the template does not copy contents verbatim (then Jinja renders each prompt).
+        self._layouts: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._encode_batch = getattr(backend, "encode_batch_fast", None) or getattr(
+            backend, "encode_batch", None
+        )
+        self._segments = SegmentCache.build(tokenizer, self._encode_batch)
+
+    def _render(self, messages: ChatMessages) -> str:
+        return self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+
+    def _layout(self, messages: ChatMessages) -> tuple[str, ...] | None:
+        roles = tuple(str(m["role"]) for m in messages)
+        if roles in self._layouts:
+            return self._layouts[roles]
+        sentinel, plain = ([p.format(i) for i in range(len(roles))] for p in _PROBES)
+        rendered = self._render(
+            [{"role": r, "content": c} for r, c in zip(roles, sentinel, strict=True)]
+        )
+        pieces: list[str] = []
+        for mark in sentinel:
+            before, found, rendered = rendered.partition(mark)
+            if not found or mark in rendered:
+                pieces = []
+                break
+            pieces.append(before)
+        layout: tuple[str, ...] | None = None
+        if pieces:
+            layout = (*pieces, rendered)
+            plain_render = self._render(
+                [{"role": r, "content": c} for r, c in zip(roles, plain, strict=True)]
+            )
+            if plain_render != self._fill(layout, plain):
+                layout = None
+        self._layouts[roles] = layout
+        return layout
+
+    @staticmethod
+    def _fill(layout: tuple[str, ...], contents: Sequence[str]) -> str:
+        parts = [layout[0]]
+        for content, literal in zip(contents, layout[1:], strict=True):
+            parts += (content, literal)
+        return "".join(parts)
 
     def text(self, prompt: Prompt) -> str:
         """The exact string that is tokenized for ``prompt``."""
-        if self.use_chat_template:
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-        return prompt_text(prompt)
+        if not self.use_chat_template:
+            return prompt_text(prompt)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        layout = self._layout(messages)
+        if layout is None:
+            return self._render(messages)
+        return self._fill(layout, [str(m["content"]) for m in messages])
+
+    def encode_batch(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        """Token ids (int64, length <= P each) of ``prompts``, tokenized in one call."""
+        for prompt in prompts:
+            if not prompt_text(prompt).strip():
+                raise ValueError(
+                    "the prompt is empty; give a prompt with at least one visible character"
+                )
+        texts = [self.text(p) for p in prompts]
+        special = not self.use_chat_template  # the template already has its special tokens
+        if self._segments is not None and not special:
+            token_lists = self._segments(texts)
+        elif self._encode_batch is not None:
+            token_lists = [e.ids for e in self._encode_batch(texts, add_special_tokens=special)]
+        else:  # a slow (Python) tokenizer
+            token_lists = [self.tokenizer.encode(t, add_special_tokens=special) for t in texts]
+        out = []
+        for tokens in token_lists:
+            ids = np.asarray(tokens, dtype=np.int64)
+            if ids.size > self.max_prompt_tokens:
+                if self.truncation == "error":
+                    raise ValueError(
+                        f"the prompt has {ids.size} tokens, more than max_prompt_tokens="
+                        f"{self.max_prompt_tokens}; raise max_prompt_tokens or use truncation='left'"
+                    )
+                ids = ids[-self.max_prompt_tokens :]
+            out.append(ids)
+        return out
 
     def encode(self, prompt: Prompt) -> np.ndarray:
         """Token ids (int64, length <= P) of ``prompt``."""
-        if not prompt_text(prompt).strip():
-            raise ValueError(
-                "the prompt is empty; give a prompt with at least one visible character"
-            )
-        ids = np.asarray(
-            self.tokenizer.encode(self.text(prompt), add_special_tokens=not self.use_chat_template),
-            dtype=np.int64,
-        )
-        if ids.size > self.max_prompt_tokens:
-            if self.truncation == "error":
-                raise ValueError(
-                    f"the prompt has {ids.size} tokens, more than max_prompt_tokens="
-                    f"{self.max_prompt_tokens}; raise max_prompt_tokens or use truncation='left'"
-                )
-            ids = ids[-self.max_prompt_tokens :]
-        return ids
+        return self.encode_batch([prompt])[0]
+
+    def padded_batch(
+        self, prompts: Sequence[Prompt], cache_keys: Sequence[Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, mask)``, each (R, P): the prompts left-padded, new ones encoded in one call.
+
+        Rows with a ``cache_keys`` entry other than None are cached under it (task samples are
+        encoded once per process; later resets only copy).
+        """
+        keys = list(cache_keys) if cache_keys is not None else [None] * len(prompts)
+        P = self.max_prompt_tokens
+        ids = np.full((len(prompts), P), self.pad_token_id, dtype=np.int64)  # (R, P)
+        mask = np.zeros((len(prompts), P), dtype=np.int8)  # (R, P)
+        missing = [r for r, key in enumerate(keys) if key is None or key not in self._cache]
+        fresh = dict(zip(missing, self.encode_batch([prompts[r] for r in missing]), strict=True))
+        for r, key in enumerate(keys):
+            if r in fresh:
+                tokens = fresh[r]
+                ids[r, P - tokens.size :] = tokens
+                mask[r, P - tokens.size :] = 1
+                if key is not None:
+                    self._cache[key] = (ids[r].copy(), mask[r].copy())
+            else:
+                ids[r], mask[r] = self._cache[key]
+        return ids, mask
 
     def padded(self, prompt: Prompt, cache_key: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, mask)``, each (P,), the prompt left-padded; cached under ``cache_key`` if given.
-
-        Task samples are encoded (chat template, tokenizer) once per process; resets only copy.
-        """
-        if cache_key is not None and cache_key in self._cache:
-            return self._cache[cache_key]
-        tokens = self.encode(prompt)
-        P = self.max_prompt_tokens
-        ids = np.full(P, self.pad_token_id, dtype=np.int64)
-        mask = np.zeros(P, dtype=np.int8)
-        ids[P - tokens.size :] = tokens
-        mask[P - tokens.size :] = 1
-        if cache_key is not None:
-            self._cache[cache_key] = (ids, mask)
-        return ids, mask
+        """``(ids, mask)``, each (P,): one prompt left-padded (see :meth:`padded_batch`)."""
+        ids, mask = self.padded_batch([prompt], [cache_key])
+        return ids[0], mask[0]
 
 
 def batch_meta(metas: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:

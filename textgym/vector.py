@@ -190,10 +190,12 @@ class TextGenVectorEnv(VectorEnv):
             else:
                 indices = self._np_random.integers(len(samples), size=rows.size)
             chosen = [(samples[int(i)], (self.split, int(i))) for i in indices]
-        encoded = [self.encoder.padded(sample.prompt, cache_key=key) for sample, key in chosen]
+        ids, mask = self.encoder.padded_batch(
+            [sample.prompt for sample, _ in chosen], [key for _, key in chosen]
+        )
         P = self.max_prompt_tokens
-        self._ids[rows, :P] = np.stack([ids for ids, _ in encoded])  # (R, P)
-        self._mask[rows, :P] = np.stack([mask for _, mask in encoded])
+        self._ids[rows, :P] = ids  # (R, P)
+        self._mask[rows, :P] = mask
         self._ids[rows, P:] = self.pad_token_id
         self._mask[rows, P:] = 0
         for i, (sample, _) in zip(rows, chosen, strict=True):
