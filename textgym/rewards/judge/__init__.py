@@ -28,8 +28,8 @@ as rankings by rater ``"ai:<judge name>"``, so the reward-model trainer learns f
 exactly as from human ones.
 
 Modules, one idea each: :mod:`~textgym.rewards.judge.prompts` (rubrics, templates, scales,
-few-shot examples), :mod:`~textgym.rewards.judge.verdicts` (parsing free-text answers),
-:mod:`~textgym.rewards.judge.local` and :mod:`~textgym.rewards.judge.remote` (the backends),
+few-shot examples, the chats a judge sees), :mod:`~textgym.rewards.judge.verdicts` (parsing
+free-text answers), :mod:`~textgym.rewards.judge.local` and :mod:`~textgym.rewards.judge.remote` (the backends),
 :mod:`~textgym.rewards.judge.reward` (the reward and its registration as ``"judge"``) and
 :mod:`~textgym.rewards.judge.preferences` (pairwise preferences and the feedback store).
 Importing this package registers the reward; it loads neither torch nor the store.
@@ -53,6 +53,7 @@ from textgym.rewards.judge.prompts import (
     PAIR_LABELS,
     REMOTE_SCALE,
     Conversation,
+    JudgePrompts,
     format_rubric,
 )
 from textgym.rewards.judge.remote import JudgeConnectionError, RemoteJudge
@@ -70,6 +71,7 @@ __all__ = [
     "REMOTE_SCALE",
     "Conversation",
     "JudgeConnectionError",
+    "JudgePrompts",
     "JudgeReward",
     "LocalJudge",
     "Preference",

@@ -1,13 +1,13 @@
-"""What a judge is asked: rubrics and constitutions, prompt templates, verdict scales and the
-few-shot demonstrations shown before each question.
-
-Both backends see the same chat (:data:`Conversation`); :class:`~textgym.rewards.judge.reward.
-JudgeReward` fills the templates in.
+"""What a judge is asked: rubrics and constitutions, prompt templates, verdict scales, the
+few-shot demonstrations shown before each question, and :class:`JudgePrompts`, which renders
+them into the chat (:data:`Conversation`) that either backend answers.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 Conversation = list[dict[str, str]]
 
@@ -83,3 +83,105 @@ def as_scale(scale: Sequence[str] | Mapping[str, float]) -> dict[str, float]:
             f"a judge scale needs at least two labels with different values, got {out!r}"
         )
     return out
+
+
+@dataclass(frozen=True)
+class JudgePrompts:
+    """Renders the chats a judge sees: system message, few-shot turns, then the question.
+
+    Attributes:
+        rubric: the formatted rubric (:func:`format_rubric`).
+        template, pair_template: the pointwise and pairwise question templates.
+        system: the system message (None or empty: none).
+        scale: verdict label -> value (:func:`as_scale`); labels are offered in this order.
+        examples: few-shot ``(prompt, completion, score in [0, 1])``, answered with the label
+            nearest to the score.
+        json_answers: ask for, and demonstrate, a JSON answer (remote judges, whose free text
+            :func:`~textgym.rewards.judge.verdicts.parse_verdict` reads); else the bare label,
+            whose next-token probability a local judge reads.
+
+    >>> prompts = JudgePrompts("Be right.", DEFAULT_TEMPLATE, DEFAULT_PAIR_TEMPLATE, None,
+    ...                        LOCAL_SCALE, (), json_answers=False)
+    >>> print(prompts.conversation("2 + 2?", "4")[0]["content"])
+    Rubric: Be right.
+    Question: 2 + 2?
+    Response: 4
+    <BLANKLINE>
+    Is the response a good answer to the question according to the rubric? Answer Yes or No.
+    """
+
+    rubric: str
+    template: str
+    pair_template: str
+    system: str | None
+    scale: Mapping[str, float]
+    examples: Sequence[tuple[str, str, float]]
+    json_answers: bool
+
+    @property
+    def labels(self) -> list[str]:
+        """The verdict labels, in scale order."""
+        return list(self.scale)
+
+    def _format_suffix(self, key: str, labels: Sequence[str]) -> str:
+        if not self.json_answers:
+            return ""
+        return (
+            f'\n\nReply with a JSON object only: {{"{key}": <one of {", ".join(labels)}>, '
+            '"reason": "<one short sentence>"}'
+        )
+
+    def _answer(self, key: str, label: str) -> str:
+        return json.dumps({key: label}) if self.json_answers else label
+
+    def _nearest_label(self, score01: float) -> str:
+        lo, hi = min(self.scale.values()), max(self.scale.values())
+        target = lo + score01 * (hi - lo)
+        return min(self.labels, key=lambda lab: abs(self.scale[lab] - target))
+
+    def _head(self) -> Conversation:
+        return [{"role": "system", "content": self.system}] if self.system else []
+
+    def _single_user(self, prompt: str, completion: str) -> str:
+        text = self.template.format(
+            rubric=self.rubric,
+            prompt=prompt,
+            completion=completion,
+            labels=labels_text(self.labels),
+        )
+        return text + self._format_suffix("score", self.labels)
+
+    def _pair_user(self, prompt: str, first: str, second: str) -> str:
+        text = self.pair_template.format(
+            rubric=self.rubric, prompt=prompt, a=first, b=second, labels=labels_text(PAIR_LABELS)
+        )
+        return text + self._format_suffix("winner", PAIR_LABELS)
+
+    def conversation(self, prompt: str, completion: str) -> Conversation:
+        """The chat for judging one completion: system, few-shot turns, the question."""
+        conv = self._head()
+        for p, c, s in self.examples:
+            conv.append({"role": "user", "content": self._single_user(p, c)})
+            conv.append(
+                {"role": "assistant", "content": self._answer("score", self._nearest_label(s))}
+            )
+        conv.append({"role": "user", "content": self._single_user(prompt, completion)})
+        return conv
+
+    def pair_conversation(self, prompt: str, first: str, second: str) -> Conversation:
+        """The chat for comparing two completions. Few-shot pairs come from examples that share
+        a prompt: best against worst, shown in both orders so that the demonstrations favour
+        neither slot."""
+        conv = self._head()
+        by_prompt: dict[str, list[tuple[str, float]]] = {}
+        for p, c, s in self.examples:
+            by_prompt.setdefault(p, []).append((c, s))
+        for p, items in by_prompt.items():
+            best, worst = max(items, key=lambda x: x[1]), min(items, key=lambda x: x[1])
+            if best[1] == worst[1]:
+                continue
+            for shown, label in (((best[0], worst[0]), "A"), ((worst[0], best[0]), "B")):
+                conv.append({"role": "user", "content": self._pair_user(p, *shown)})
+                conv.append({"role": "assistant", "content": self._answer("winner", label)})
+        conv.append({"role": "user", "content": self._pair_user(prompt, first, second)})
+        return conv

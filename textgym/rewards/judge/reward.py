@@ -26,9 +26,9 @@ from textgym.rewards.judge.prompts import (
     PAIR_LABELS,
     REMOTE_SCALE,
     Conversation,
+    JudgePrompts,
     as_scale,
     format_rubric,
-    labels_text,
 )
 from textgym.rewards.judge.remote import RemoteJudge
 from textgym.rewards.judge.verdicts import parse_verdict
@@ -133,6 +133,15 @@ class JudgeReward:
         self.cache_size = cache_size
         self.tie_margin = tie_margin
         self.name = name
+        self.prompts = JudgePrompts(
+            self.rubric,
+            template,
+            pair_template,
+            system,
+            self.scale,
+            tuple(self.examples),
+            json_answers=self.remote,
+        )
         if not self.remote:
             judge.label_token_ids(self.labels)  # fail now on multi-token labels
             judge.label_token_ids(PAIR_LABELS)
@@ -152,69 +161,14 @@ class JudgeReward:
             ).encode()
         ).hexdigest()[:16]
 
-    # -- prompts --------------------------------------------------------------------------------
-
-    def _format_suffix(self, key: str, labels: Sequence[str]) -> str:
-        if not self.remote:
-            return ""
-        return (
-            f'\n\nReply with a JSON object only: {{"{key}": <one of {", ".join(labels)}>, '
-            '"reason": "<one short sentence>"}'
-        )
-
-    def _answer(self, key: str, label: str) -> str:
-        return json.dumps({key: label}) if self.remote else label
-
-    def _nearest_label(self, score01: float) -> str:
-        target = self._lo + score01 * (self._hi - self._lo)
-        return min(self.labels, key=lambda lab: abs(self.scale[lab] - target))
-
-    def _head(self) -> Conversation:
-        return [{"role": "system", "content": self.system}] if self.system else []
-
-    def _single_user(self, prompt: str, completion: str) -> str:
-        text = self.template.format(
-            rubric=self.rubric,
-            prompt=prompt,
-            completion=completion,
-            labels=labels_text(self.labels),
-        )
-        return text + self._format_suffix("score", self.labels)
-
-    def _pair_user(self, prompt: str, first: str, second: str) -> str:
-        text = self.pair_template.format(
-            rubric=self.rubric, prompt=prompt, a=first, b=second, labels=labels_text(PAIR_LABELS)
-        )
-        return text + self._format_suffix("winner", PAIR_LABELS)
-
     def conversation(self, prompt: str, completion: str) -> Conversation:
-        """The chat the judge sees for one completion: system, few-shot turns, the question."""
-        conv = self._head()
-        for p, c, s in self.examples:
-            conv.append({"role": "user", "content": self._single_user(p, c)})
-            conv.append(
-                {"role": "assistant", "content": self._answer("score", self._nearest_label(s))}
-            )
-        conv.append({"role": "user", "content": self._single_user(prompt, completion)})
-        return conv
+        """The chat the judge sees for one completion (:meth:`JudgePrompt.conversation`)."""
+        return self.prompts.conversation(prompt, completion)
 
     def pair_conversation(self, prompt: str, first: str, second: str) -> Conversation:
-        """The chat the judge sees to compare two completions. Few-shot pairs come from
-        examples that share a prompt: best against worst, shown in both orders so that the
-        demonstrations favour neither slot."""
-        conv = self._head()
-        by_prompt: dict[str, list[tuple[str, float]]] = {}
-        for p, c, s in self.examples:
-            by_prompt.setdefault(p, []).append((c, s))
-        for p, items in by_prompt.items():
-            best, worst = max(items, key=lambda x: x[1]), min(items, key=lambda x: x[1])
-            if best[1] == worst[1]:
-                continue
-            for shown, label in (((best[0], worst[0]), "A"), ((worst[0], best[0]), "B")):
-                conv.append({"role": "user", "content": self._pair_user(p, *shown)})
-                conv.append({"role": "assistant", "content": self._answer("winner", label)})
-        conv.append({"role": "user", "content": self._pair_user(prompt, first, second)})
-        return conv
+        """The chat the judge sees to compare two completions
+        (:meth:`JudgePrompt.pair_conversation`)."""
+        return self.prompts.pair_conversation(prompt, first, second)
 
     # -- scoring --------------------------------------------------------------------------------
 
