@@ -99,7 +99,7 @@ def value_head(model: nn.Module) -> nn.Linear:
 
     >>> from textgym.models import shared_tokenizer, tiny_model
     >>> head = value_head(tiny_model(shared_tokenizer("smollm2-135m")))
-    >>> head.in_features, float(head.weight.abs().sum())
+    >>> head.in_features, head.weight.abs().sum().item()
     (64, 0.0)
     """
     head = nn.Linear(model.get_output_embeddings().weight.shape[1], 1)
@@ -156,7 +156,13 @@ def forward(
     """
     if position_ids is None:
         position_ids = positions(attention_mask)[:, -input_ids.shape[1] :]
-    past = {} if cache is None else {_cache_argument(type(_base_model(model))): cache}
+    base = _base_model(model)
+    past = {} if cache is None else {_cache_argument(type(base)): cache}
+    if attention_mask.dim() == 4 and attention_mask.dtype == torch.bool and _eager(base):
+        # Eager attention ADDS a 4-D mask to the scores (sdpa reads a bool one as allowed/masked).
+        attention_mask = torch.zeros(
+            attention_mask.shape, device=attention_mask.device
+        ).masked_fill(~attention_mask, torch.finfo(torch.float32).min)
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -179,6 +185,11 @@ def _base_model(model: nn.Module) -> nn.Module:
     """The transformers model under a peft wrapper (whose ``forward`` takes ``**kwargs``)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
+
+
+def _eager(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) == "eager"
 
 
 @functools.cache
