@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with contextlib.ExitStack() as stack:
         if args.serve_local:
-            from textgym.models import load_model, load_tokenizer
             # The test server (tests/openai_server.py) serves the judge model locally.
             sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
             from tests.openai_server import OpenAIServer, model_responder
+            from textgym.models import load_model, load_tokenizer
 
             responder = model_responder(load_model(args.model), load_tokenizer(args.model))
             server = stack.enter_context(OpenAIServer(responder))
