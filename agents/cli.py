@@ -37,9 +37,10 @@ DEMO_DEFAULTS: dict[str, Any] = {
 
 
 def _algorithms() -> dict[str, type]:
-    from agents.trainer import ALGORITHMS
+    """Algorithm name -> config class, for every row of :mod:`agents.registry`."""
+    from agents import registry
 
-    return {name: cls for name, (cls, _) in ALGORITHMS.items()}
+    return {name: registry.entry(name).config for name in registry.names()}
 
 
 def _all_fields() -> dict[str, dataclasses.Field[Any]]:
@@ -153,9 +154,7 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
 def _options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
     valid = {f.name for f in dataclasses.fields(_algorithms()[args.algo])}
     given = {
-        name: value
-        for name in _all_fields()
-        if (value := getattr(args, name, None)) is not None
+        name: value for name in _all_fields() if (value := getattr(args, name, None)) is not None
     }
     unknown = sorted(set(given) - valid)
     if unknown:
@@ -167,11 +166,12 @@ def _options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, An
 
 
 def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
-    from agents.trainer import TRAINERS, Trainer, TrainingStopped, make_config
+    from agents.registry import build_trainer, make_config
+    from agents.trainer import TrainingStopped
 
     try:
         config = make_config(args.algo, **_options(args, defaults))
-        trainer = TRAINERS.get(args.algo, Trainer)(config, resume=args.resume)
+        trainer = build_trainer(config, resume=args.resume)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"textgym {args.command}: error: {exc}", file=sys.stderr)
         return 2

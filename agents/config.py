@@ -1,4 +1,6 @@
-"""Training configuration shared by every algorithm; each algorithm's module extends it.
+"""Training configuration: the settings every trainer shares (:class:`TrainConfig`), those of
+the on-policy algorithms (:class:`OnPolicyConfig`: sampling and rollout reuse) and those of the
+offline ones (:class:`OfflineConfig`: the data set); each algorithm's module extends one.
 
 Every field has a docstring (the string right below it); :func:`field_docs` reads them, so the
 command line's ``--help`` and the code say the same thing.
@@ -15,9 +17,19 @@ from textgym.fields import field_docs as field_docs  # re-exported: agents.cli r
 LR_SCHEDULES = ("constant", "linear")
 
 
+def _check_ints(config: object, names: tuple[str, ...], minimum: int) -> None:
+    """Raise unless each named field of ``config`` is an int >= ``minimum``."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+            raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
 @dataclass
 class TrainConfig:
-    """Settings common to PPO, RLOO, GRPO and REINFORCE (see the subclasses for the rest)."""
+    """Settings every trainer shares; :class:`OnPolicyConfig` and :class:`OfflineConfig` add
+    the on-policy (rollout) and the offline (data set) ones, each algorithm's module the rest."""
 
     algo: ClassVar[str] = ""
 
@@ -37,19 +49,13 @@ class TrainConfig:
     chat_template: bool = True
     """Wrap prompts in the tokenizer's chat template."""
 
-    # -- rollout
+    # -- sizes
     batch_size: int = 16
     """Episodes (completions) per iteration, all generated in one lockstep batch."""
     max_prompt_tokens: int = 128
     """Prompt budget P (longer prompts keep their end)."""
     max_new_tokens: int = 32
     """Completion budget N: an episode ends at EOS or after N tokens."""
-    temperature: float = 1.0
-    """Sampling temperature; log-probs and KL use softmax(logits / temperature)."""
-    top_k: int = 0
-    """Sample among the k most likely tokens only (0 = whole vocabulary)."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (1 = off)."""
 
     # -- optimisation
     iterations: int = 100
@@ -60,10 +66,6 @@ class TrainConfig:
     """"constant" or "linear" (decay to 0 over ``iterations``)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    num_epochs: int = 1
-    """Passes over each rollout batch."""
-    num_minibatches: int = 1
-    """Optimizer steps per epoch; the batch is shuffled and split into this many minibatches."""
     grad_accum_steps: int = 1
     """Micro-batches per minibatch whose gradients are accumulated (bounds activation memory)."""
     max_grad_norm: float = 1.0
@@ -101,22 +103,11 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
 
-    @property
-    def group_size(self) -> int:
-        """Completions per prompt (1 except for the group-baseline algorithms)."""
-        return 1
-
     def __post_init__(self) -> None:
-        positive = ("batch_size", "max_prompt_tokens", "max_new_tokens", "iterations", "num_epochs",
-                    "num_minibatches", "grad_accum_steps", "eval_samples")  # fmt: skip
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("eval_every", "save_every", "top_k", "lora_r"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        positive = ("batch_size", "max_prompt_tokens", "max_new_tokens", "iterations",
+                    "grad_accum_steps", "eval_samples")  # fmt: skip
+        _check_ints(self, positive, 1)
+        _check_ints(self, ("eval_every", "save_every", "lora_r"), 0)
         for name in ("learning_rate", "max_grad_norm", "kl_coef", "weight_decay"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
@@ -125,10 +116,49 @@ class TrainConfig:
             raise ValueError(
                 f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}"
             )
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be divisible by grad_accum_steps = "
+                f"{self.grad_accum_steps}"
+            )
+
+    @property
+    def output_dir(self) -> str:
+        return self.run_dir or f"runs/{self.algo}-{self.task}-seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"algo": self.algo, **dataclasses.asdict(self)}
+
+
+@dataclass
+class OnPolicyConfig(TrainConfig):
+    """Settings of the algorithms that learn from their own rollouts (PPO, RLOO, GRPO, REINFORCE)."""
+
+    # -- rollout
+    temperature: float = 1.0
+    """Sampling temperature; log-probs and KL use softmax(logits / temperature)."""
+    top_k: int = 0
+    """Sample among the k most likely tokens only (0 = whole vocabulary)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1 = off)."""
+    num_epochs: int = 1
+    """Passes over each rollout batch."""
+    num_minibatches: int = 1
+    """Optimizer steps per epoch; the batch is shuffled and split into this many minibatches."""
+
+    @property
+    def group_size(self) -> int:
+        """Completions per prompt (1 except for the group-baseline algorithms)."""
+        return 1
+
+    def __post_init__(self) -> None:
+        _check_ints(self, ("num_epochs", "num_minibatches"), 1)
+        _check_ints(self, ("top_k",), 0)
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 for training, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        super().__post_init__()
         if self.batch_size % self.group_size:
             raise ValueError(
                 f"batch_size={self.batch_size} must be a multiple of group_size={self.group_size}"
@@ -140,9 +170,15 @@ class TrainConfig:
                 f"grad_accum_steps = {self.num_minibatches} * {self.grad_accum_steps}"
             )
 
-    @property
-    def output_dir(self) -> str:
-        return self.run_dir or f"runs/{self.algo}-{self.task}-seed{self.seed}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"algo": self.algo, **dataclasses.asdict(self)}
+@dataclass
+class OfflineConfig(TrainConfig):
+    """Settings of the algorithms that learn from a fixed data set (SFT, DPO); evaluation is
+    greedy, so they have no sampling or rollout settings."""
+
+    data: str = ""
+    """Training data. dpo: a feedback store (SQLite file or JSONL export) whose preference pairs are learned. sft: "task" (the task's references, the default) or a store whose demonstrations and edits are imitated."""
+    batch_size: int = 8
+    """Training items (examples, packed rows or preference pairs) per optimizer step."""
+    iterations: int = 100
+    """Optimizer steps; the data are reshuffled every pass over them."""

@@ -22,34 +22,29 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Unpack
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from transformers import PreTrainedTokenizerBase
 
-from agents.config import TrainConfig
+from agents.algorithm import LossAndStats
+from agents.config import OfflineConfig
+from agents.offline import OfflineTrainer, open_store
 from agents.policy import evaluate_tokens
-from agents.sft import OfflineTrainer, open_store
-from agents.trainer import ALGORITHMS, TRAINERS
+from agents.trainer import TrainerOptions
 from textgym.feedback.store import PreferencePair
-from textgym.rewards.base import RewardSpec
 from textgym.tasks.base import Prompt, prompt_text
 
 LOSS_TYPES = ("sigmoid", "ipo")
 
 
 @dataclass
-class DPOConfig(TrainConfig):
-    """DPO / IPO settings. Rollout-only fields (temperature, top_k, top_p, num_epochs,
-    num_minibatches) do not apply; evaluation is greedy."""
+class DPOConfig(OfflineConfig):
+    """DPO / IPO settings; evaluation is greedy."""
 
     algo: ClassVar[str] = "dpo"
 
-    data: str = ""
-    """Training data. dpo: a feedback store (SQLite file or JSONL export) whose preference pairs are learned. sft: "task" (the task's references, the default) or a store whose demonstrations and edits are imitated."""
     kl_coef: float = 0.1
     """beta: strength of the implicit KL constraint to the frozen reference (DPO's beta; IPO's target margin is 1 / (2 beta))."""
     loss_type: str = "sigmoid"
@@ -58,8 +53,6 @@ class DPOConfig(TrainConfig):
     """Fraction of prompts whose pairs are held out for eval/margin and eval/accuracy."""
     batch_size: int = 8
     """Preference pairs per optimizer step."""
-    iterations: int = 100
-    """Optimizer steps; the pairs are reshuffled every pass over them."""
     learning_rate: float = 1e-6
     """AdamW learning rate."""
 
@@ -109,7 +102,8 @@ def held_out(prompt: Prompt, fraction: float) -> bool:
 class DPO:
     """The DPO / IPO loss of :func:`dpo_loss` with the config's beta and loss type."""
 
-    needs_values = False
+    uses_value_head = False
+    uses_reference = True
 
     def __init__(self, config: DPOConfig) -> None:
         self.config = config
@@ -119,7 +113,7 @@ class DPO:
         logps: tuple[torch.Tensor, torch.Tensor],
         ref_logps: tuple[torch.Tensor, torch.Tensor],
         denom: float,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> LossAndStats:
         """Mean-over-``denom`` loss and stat sums for sequence log-probs (chosen, rejected)."""
         beta = self.config.kl_coef
         losses, h = dpo_loss(*logps, *ref_logps, beta, self.config.loss_type)
@@ -142,8 +136,9 @@ class DPOTrainer(OfflineTrainer):
 
     Args:
         config: a :class:`DPOConfig`.
-        model, tokenizer, reward, resume: as for :class:`~agents.trainer.Trainer`.
         pairs: train and hold out from these instead of loading ``config.data``.
+        options: ``model``, ``tokenizer``, ``reward``, ``resume`` as for
+            :class:`~agents.trainer.BaseTrainer`.
 
     Metrics (training and held-out pairs): ``loss``, ``margin`` (beta * h, the difference of
     the implicit rewards), ``accuracy`` (h > 0), ``chosen_logratio`` and ``rejected_logratio``;
@@ -155,11 +150,8 @@ class DPOTrainer(OfflineTrainer):
     def __init__(
         self,
         config: DPOConfig,
-        model: nn.Module | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        reward: RewardSpec | None = None,
-        resume: bool = False,
         pairs: Sequence[PreferencePair] | None = None,
+        **options: Unpack[TrainerOptions],
     ) -> None:
         if pairs is None:
             if not config.data:
@@ -175,7 +167,7 @@ class DPOTrainer(OfflineTrainer):
                 f"no preference pairs to train on ({len(pairs)} pairs, {len(test)} held out with "
                 f"eval_fraction={config.eval_fraction}); add pairs or lower eval_fraction"
             )
-        super().__init__(config, model, tokenizer, reward, resume)
+        super().__init__(config, **options)
         self.items = [self.encode(p) for p in train]
         self.eval_items = [self.encode(p) for p in test]
 
@@ -213,9 +205,7 @@ class DPOTrainer(OfflineTrainer):
         seq = (logps * torch.as_tensor(mask, device=device)).sum(-1)  # (R,)
         return seq[: len(items)], seq[len(items) :]
 
-    def batch_loss(
-        self, items: Sequence[Triple], denom: float
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def batch_loss(self, items: Sequence[Triple], denom: float) -> LossAndStats:
         with torch.no_grad():
             ref = self.sequence_logps(items, reference=True)
         return self.algorithm.loss(self.sequence_logps(items, reference=False), ref, denom)
@@ -233,9 +223,6 @@ class DPOTrainer(OfflineTrainer):
                 sums[key] = sums.get(key, 0.0) + float(value)
         return {f"eval/pair_{k}": v / len(self.eval_items) for k, v in sums.items()}
 
-
-ALGORITHMS["dpo"] = (DPOConfig, DPO)
-TRAINERS["dpo"] = DPOTrainer
 
 __all__ = [
     "DPO",

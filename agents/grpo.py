@@ -13,14 +13,15 @@ from typing import ClassVar
 
 import torch
 
-from agents.config import TrainConfig
+from agents.algorithm import KLController, LossAndStats
+from agents.config import OnPolicyConfig
 from agents.policy import Rollout
 from agents.rloo import sequence_loss
 from agents.runtime import Runtime
 
 
 @dataclass
-class GRPOConfig(TrainConfig):
+class GRPOConfig(OnPolicyConfig):
     """GRPO settings (Group Relative Policy Optimization)."""
 
     algo: ClassVar[str] = "grpo"
@@ -60,11 +61,16 @@ def group_advantages(rewards: torch.Tensor, k: int, scale: bool = True) -> torch
 
 
 class GRPO:
-    needs_values = False
+    """Group-standardised advantages, the clipped surrogate and a k3 KL loss term."""
+
+    uses_value_head = False
 
     def __init__(self, config: GRPOConfig) -> None:
         self.config = config
         self.kl_coef = config.kl_coef
+
+    def kl_controller(self) -> KLController:
+        return KLController(self.config.kl_coef)
 
     def targets(
         self, batch: Rollout, kl_coef: float, runtime: Runtime
@@ -84,7 +90,7 @@ class GRPO:
         values: torch.Tensor | None,
         old: dict[str, torch.Tensor],
         denom: float,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> LossAndStats:
         loss, stats = sequence_loss(logprobs, old, self.config.clip_range, denom)
         if "ref_logprobs" in old and self.kl_coef > 0:
             diff = old["ref_logprobs"] - logprobs

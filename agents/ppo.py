@@ -8,17 +8,18 @@ short and the score is only known at its end) and are whitened over the batch's 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
-from agents.config import TrainConfig
+from agents.algorithm import KLController, LossAndStats
+from agents.config import OnPolicyConfig
 from agents.policy import Rollout
 from agents.runtime import Runtime, masked_mean, whiten
 
 
 @dataclass
-class PPOConfig(TrainConfig):
+class PPOConfig(OnPolicyConfig):
     """PPO settings (Ziegler et al. 2019 / Ouyang et al. 2022 style, per-token KL penalty)."""
 
     algo: ClassVar[str] = "ppo"
@@ -58,35 +59,6 @@ class PPOConfig(TrainConfig):
             )
         if self.kl_target <= 0 or self.kl_horizon < 1:
             raise ValueError("kl_target must be > 0 and kl_horizon >= 1")
-
-
-class KLController:
-    """The KL coefficient beta: fixed, or adapted (Ziegler et al. 2019) when ``target`` is set.
-
-    Adaptive: ``beta *= 1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon`` after each batch
-    of n episodes with mean sequence KL ``kl``.
-
-    >>> c = KLController(0.1, target=6.0, horizon=100)
-    >>> c.update(kl=12.0, n=10); round(c.value, 4)
-    0.102
-    """
-
-    def __init__(self, value: float, target: float | None = None, horizon: int = 10000) -> None:
-        self.value = float(value)
-        self.target = target
-        self.horizon = horizon
-
-    def update(self, kl: float, n: int) -> None:
-        if self.target is None:
-            return
-        error = min(max(kl / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error * n / self.horizon
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"value": self.value}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value = float(state["value"])
 
 
 def kl_penalised_rewards(
@@ -194,10 +166,16 @@ def clipped_value_loss(
 class PPO:
     """Advantage targets and loss of PPO; the trainer owns the rollout and the update loop."""
 
-    needs_values = True
+    uses_value_head = True
 
     def __init__(self, config: PPOConfig) -> None:
         self.config = config
+
+    def kl_controller(self) -> KLController:
+        """Fixed ``kl_coef``, or adapted towards ``kl_target`` with ``adaptive_kl``."""
+        c = self.config
+        target = c.kl_target if c.adaptive_kl else None
+        return KLController(c.kl_coef, target=target, horizon=c.kl_horizon)
 
     def targets(
         self, batch: Rollout, kl_coef: float, runtime: Runtime
@@ -223,7 +201,7 @@ class PPO:
         values: torch.Tensor | None,
         old: dict[str, torch.Tensor],
         denom: float,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> LossAndStats:
         """Loss of one micro-batch; ``old`` holds the rollout's tensors and targets for its rows."""
         mask = old["mask"]
         pg, stats = clipped_policy_loss(

@@ -12,14 +12,15 @@ from typing import ClassVar
 
 import torch
 
-from agents.config import TrainConfig
+from agents.algorithm import KLController, LossAndStats
+from agents.config import OnPolicyConfig
 from agents.policy import Rollout
 from agents.ppo import PPO, clipped_policy_loss, clipped_value_loss, gae, kl_penalised_rewards
 from agents.runtime import Runtime, masked_mean, whiten
 
 
 @dataclass
-class REINFORCEConfig(TrainConfig):
+class REINFORCEConfig(OnPolicyConfig):
     """REINFORCE settings (Williams 1992, with a state-value baseline)."""
 
     algo: ClassVar[str] = "reinforce"
@@ -35,6 +36,9 @@ class REINFORCE(PPO):
 
     def __init__(self, config: REINFORCEConfig) -> None:  # type: ignore[override]
         self.config = config  # type: ignore[assignment]
+
+    def kl_controller(self) -> KLController:
+        return KLController(self.config.kl_coef)
 
     def targets(
         self, batch: Rollout, kl_coef: float, runtime: Runtime
@@ -55,7 +59,7 @@ class REINFORCE(PPO):
         values: torch.Tensor | None,
         old: dict[str, torch.Tensor],
         denom: float,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> LossAndStats:
         mask = old["mask"]
         pg, stats = clipped_policy_loss(
             logprobs, old["logprobs"], old["advantages"], mask, None, denom

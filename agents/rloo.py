@@ -12,14 +12,15 @@ from typing import ClassVar
 
 import torch
 
-from agents.config import TrainConfig
+from agents.algorithm import KLController, LossAndStats
+from agents.config import OnPolicyConfig
 from agents.policy import Rollout
 from agents.ppo import clipped_policy_loss
 from agents.runtime import Runtime, whiten
 
 
 @dataclass
-class RLOOConfig(TrainConfig):
+class RLOOConfig(OnPolicyConfig):
     """RLOO settings (REINFORCE Leave-One-Out)."""
 
     algo: ClassVar[str] = "rloo"
@@ -71,10 +72,15 @@ def sequence_loss(
 
 
 class RLOO:
-    needs_values = False
+    """Leave-one-out advantages per sequence and the clipped surrogate on their tokens."""
+
+    uses_value_head = False
 
     def __init__(self, config: RLOOConfig) -> None:
         self.config = config
+
+    def kl_controller(self) -> KLController:
+        return KLController(self.config.kl_coef)
 
     def targets(
         self, batch: Rollout, kl_coef: float, runtime: Runtime
@@ -95,5 +101,5 @@ class RLOO:
         values: torch.Tensor | None,
         old: dict[str, torch.Tensor],
         denom: float,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> LossAndStats:
         return sequence_loss(logprobs, old, self.config.clip_range, denom)

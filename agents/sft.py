@@ -1,15 +1,14 @@
 """Supervised fine-tuning (SFT): imitate demonstrations, edits or a task's reference outputs.
 
-The same :class:`~agents.trainer.Trainer` machinery as the RL algorithms (model loading, LoRA,
-device and mixed precision, greedy evaluation on the validation split with the task's reward,
-metrics to CSV and TensorBoard, exact-resume checkpoints, the policy in Hugging Face format)
-runs a different step: a teacher-forced cross-entropy on completion tokens only.
+The same trainer machinery as the RL algorithms (:class:`~agents.offline.OfflineTrainer` on
+:class:`~agents.trainer.BaseTrainer`: model loading, LoRA, device and mixed precision, greedy
+evaluation on the validation split with the task's reward, metrics to CSV and TensorBoard,
+exact-resume checkpoints, the policy in Hugging Face format) runs a different step: a
+teacher-forced cross-entropy on completion tokens only.
 
-Examples are encoded exactly as the env presents them, so a fine-tuned policy sees at rollout
-time what it saw in training: the prompt through the env's
-:class:`~textgym.episode.PromptEncoder` (chat template with the generation prompt, the last
-``max_prompt_tokens`` tokens), then the completion's tokens and EOS (which ends an episode),
-cut at ``max_new_tokens``. With ``packing`` several short examples share one row; a
+Examples are encoded exactly as the env presents them
+(:class:`~agents.offline.ExampleEncoder`), so a fine-tuned policy sees at rollout time what it
+saw in training. With ``packing`` several short examples share one row; a
 block-diagonal attention mask and positions that restart at 0 keep them independent, so a
 packed batch has exactly the loss of the unpacked one, with less padding.
 """
@@ -17,24 +16,20 @@ packed batch has exactly the loss of the unpacked one, with less padding.
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
 import numpy as np
 import torch
-from torch import nn
-from transformers import PreTrainedTokenizerBase
 
-from agents.config import TrainConfig
+from agents.algorithm import LossAndStats
+from agents.config import OfflineConfig
+from agents.offline import OfflineTrainer, open_store
 from agents.policy import TransformerPolicy
-from agents.trainer import ALGORITHMS, TRAINERS, Trainer
-from textgym.episode import PromptEncoder
+from agents.trainer import TrainerOptions
 from textgym.feedback.store import FeedbackStore
-from textgym.rewards.base import RewardSpec
+from textgym.lm import sequence_logprobs
 from textgym.tasks.base import Prompt, Task
 
 TASK_DATA = "task"
@@ -49,9 +44,8 @@ class Example:
 
 
 @dataclass
-class SFTConfig(TrainConfig):
-    """SFT settings. Rollout-only fields (temperature, top_k, top_p, num_epochs,
-    num_minibatches) do not apply; evaluation is greedy."""
+class SFTConfig(OfflineConfig):
+    """SFT settings; evaluation is greedy."""
 
     algo: ClassVar[str] = "sft"
 
@@ -59,8 +53,6 @@ class SFTConfig(TrainConfig):
     """"task": the references of the task's ``split`` (instruction tuning); else a feedback store (SQLite or JSONL export) whose demonstrations and edits are imitated."""
     batch_size: int = 8
     """Rows per optimizer step (one example each, or several with ``packing``)."""
-    iterations: int = 100
-    """Optimizer steps; the examples are reshuffled every pass over them."""
     learning_rate: float = 5e-5
     """AdamW learning rate."""
     kl_coef: float = 0.0
@@ -97,21 +89,6 @@ def task_examples(task: Task, split: str = "train") -> list[Example]:
     return [Example(s.prompt, ref) for s in task.split(split) for ref in s.references if ref]
 
 
-def open_store(path: str | os.PathLike[str]) -> FeedbackStore:
-    """A :class:`~textgym.feedback.store.FeedbackStore`: an SQLite file, or a JSONL export
-    imported into an in-memory store."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"feedback store {path} not found; give the SQLite file of a store or a JSONL export"
-        )
-    if path.suffix == ".jsonl":
-        store = FeedbackStore(":memory:")
-        store.import_jsonl(path)
-        return store
-    return FeedbackStore(path)
-
-
 def feedback_examples(store: FeedbackStore) -> list[Example]:
     """The store's demonstrations, then its edits (the corrected text for the edited sample's
     prompt), as prompts with targets.
@@ -141,39 +118,6 @@ def load_examples(data: str, task: Task, split: str = "train") -> list[Example]:
     if not examples:
         raise ValueError(f"nothing to imitate: {where}")
     return examples
-
-
-class ExampleEncoder:
-    """``(prompt_ids, completion_ids)`` of an example, as the env would present and end it.
-
-    The completion gets the EOS id appended (an episode ends at EOS) and is cut to
-    ``max_new_tokens`` tokens, EOS included, like an episode capped at N tokens.
-
-    >>> from textgym.models import load_tokenizer
-    >>> enc = ExampleEncoder(load_tokenizer(), max_prompt_tokens=64, max_new_tokens=4)
-    >>> p, c = enc(Example("Say hi.", "Hi there, friend!"))
-    >>> enc.tokenizer.decode(p[-4:]), enc.tokenizer.decode(c)  # cut at N = 4 tokens
-    ('<|im_start|>assistant\\n', 'Hi there, friend')
-    """
-
-    def __init__(
-        self,
-        tokenizer: PreTrainedTokenizerBase,
-        max_prompt_tokens: int,
-        max_new_tokens: int,
-        chat_template: bool = True,
-    ) -> None:
-        self.tokenizer = tokenizer
-        self.prompts = PromptEncoder(tokenizer, max_prompt_tokens, chat_template)
-        self.max_new_tokens = max_new_tokens
-        self.eos_token_id = int(tokenizer.eos_token_id)
-
-    def completion(self, text: str) -> np.ndarray:
-        ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.eos_token_id]
-        return np.asarray(ids[: self.max_new_tokens], dtype=np.int64)
-
-    def __call__(self, example: Example) -> tuple[np.ndarray, np.ndarray]:
-        return self.prompts.encode(example.prompt), self.completion(example.completion)
 
 
 Encoded = tuple[np.ndarray, np.ndarray]  # (prompt_ids, completion_ids)
@@ -257,36 +201,29 @@ def collate(rows: Sequence[Sequence[Encoded]], pad_token_id: int) -> TokenBatch:
 def target_logprobs(policy: TransformerPolicy, batch: TokenBatch) -> torch.Tensor:
     """Log-probabilities (K,) of the K target tokens of ``batch`` under the policy's LM.
 
-    The LM head runs only on the K positions that predict a target (a 49k-token head over every
-    position of a long prompt would dominate the cost).
+    :func:`textgym.lm.sequence_logprobs`: the model's own forward (its logit scaling applies),
+    the LM head only on the columns that predict a target.
     """
-    model = policy.model
-    hidden = model.get_decoder()(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    ).last_hidden_state  # (R, T, H)
-    predicts = batch.targets[:, 1:]  # (R, T-1): position t predicts token t + 1
-    logits = model.get_output_embeddings()(hidden[:, :-1][predicts])  # (K, V)
-    if policy.vocab_size is not None:
-        logits = logits[..., : policy.vocab_size]
-    tokens = batch.input_ids[:, 1:][predicts]  # (K,)
-    logits = logits.float()
-    return logits.gather(-1, tokens[:, None]).squeeze(-1) - logits.logsumexp(-1)
+    return sequence_logprobs(
+        policy.model,
+        batch.input_ids,
+        batch.attention,
+        batch.targets,
+        batch.position_ids,
+        policy.vocab_size,
+    )
 
 
 class SFT:
     """Token-mean negative log-likelihood of the completion tokens."""
 
-    needs_values = False
+    uses_value_head = False
+    uses_reference = False
 
     def __init__(self, config: SFTConfig) -> None:
         self.config = config
 
-    def loss(
-        self, policy: TransformerPolicy, batch: TokenBatch, denom: float
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, policy: TransformerPolicy, batch: TokenBatch, denom: float) -> LossAndStats:
         """Summed NLL of ``batch`` / ``denom`` (the step's target count); stats are sums."""
         nll = -target_logprobs(policy, batch).sum()
         return nll / denom, {"loss": nll.detach()}
@@ -295,107 +232,14 @@ class SFT:
 # -- training --------------------------------------------------------------------------------
 
 
-class OfflineTrainer(Trainer):
-    """A :class:`Trainer` whose step learns from a fixed data set instead of rollouts.
-
-    Subclasses set ``self.items`` (the training items), and implement :meth:`weight` (the
-    item's share of the step's mean, e.g. its token count), :meth:`batch_loss` and
-    :meth:`eval_metrics`. The data order is a function of the iteration (a fresh permutation
-    of the items per pass, seeded by ``(seed, pass)``), so a resumed run continues exactly.
-    """
-
-    items: list[Any]
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        model: nn.Module | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        reward: RewardSpec | None = None,
-        resume: bool = False,
-    ) -> None:
-        super().__init__(config, model, tokenizer, reward, resume)
-        if self.runtime.num_processes > 1:
-            # Packed rows bypass the data-parallel wrapper's forward and every process would
-            # take the same items: the gradients would be wrong, so refuse rather than guess.
-            raise NotImplementedError(
-                f"{config.algo} runs in one process only, got {self.runtime.num_processes} "
-                "(accelerate launch); run it without accelerate (one GPU or the CPU)"
-            )
-        self.encoder = ExampleEncoder(
-            self.tokenizer, config.max_prompt_tokens, config.max_new_tokens, config.chat_template
-        )
-        self.pad_token_id = int(self.tokenizer.pad_token_id)
-
-    def weight(self, item: Any) -> float:
-        raise NotImplementedError
-
-    def batch_loss(
-        self, items: Sequence[Any], denom: float
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss of a micro-batch (already divided by ``denom``) and stat sums over it."""
-        raise NotImplementedError
-
-    def eval_metrics(self) -> dict[str, float]:
-        raise NotImplementedError
-
-    def batch_items(self, iteration: int) -> list[Any]:
-        """The ``batch_size`` items of optimizer step ``iteration`` (0-based)."""
-        n, B = len(self.items), self.config.batch_size
-        out = []
-        for k in range(iteration * B, (iteration + 1) * B):
-            epoch, i = divmod(k, n)
-            order = np.random.default_rng((self.config.seed, epoch)).permutation(n)
-            out.append(self.items[order[i]])
-        return out
-
-    def step(self) -> dict[str, float]:
-        cfg, rt = self.config, self.runtime
-        start = time.perf_counter()
-        items = self.batch_items(self.iteration)
-        denom = float(rt.sum(torch.tensor(sum(self.weight(x) for x in items))).clamp(min=1))
-        micro = cfg.batch_size // cfg.grad_accum_steps
-        sums: dict[str, torch.Tensor] = {}
-        self.optimizer.zero_grad(set_to_none=True)
-        for a in range(cfg.grad_accum_steps):
-            with rt.autocast():
-                loss, stats = self.batch_loss(items[a * micro : (a + 1) * micro], denom)
-            rt.backward(loss)
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value.detach()
-        metrics = {f"train/{k}": float(rt.sum(v)) / denom for k, v in sums.items()}
-        if cfg.max_grad_norm > 0:
-            metrics["train/grad_norm"] = float(rt.clip_grad_norm(self.params, cfg.max_grad_norm))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.iteration += 1
-        metrics["train/lr"] = self.scheduler.get_last_lr()[0]
-        metrics["train/epoch"] = self.iteration * cfg.batch_size / len(self.items)
-        metrics["time/step_s"] = time.perf_counter() - start
-        return metrics
-
-    def evaluate(self) -> tuple[dict[str, float], str]:
-        """The task's greedy evaluation (``eval/reward`` and its components) plus
-        :meth:`eval_metrics` on held-out data."""
-        metrics, table = super().evaluate()
-        metrics.update(self.eval_metrics())
-        return metrics, table
-
-    def _line(self, m: dict[str, float]) -> str:
-        parts = [f"iter {self.iteration:4d}/{self.config.iterations}"]
-        parts += [f"{k[6:]} {v:.3f}" for k, v in m.items() if k.startswith("train/loss")]
-        parts += [f"{k} {m[k]:.3f}" for k in sorted(m) if k.startswith("eval/")]
-        parts.append(f"{m['time/step_s']:.1f} s/step")
-        return " | ".join(parts)
-
-
 class SFTTrainer(OfflineTrainer):
     """Supervised fine-tuning on a task's references or a feedback store's demonstrations.
 
     Args:
         config: an :class:`SFTConfig`.
-        model, tokenizer, reward, resume: as for :class:`~agents.trainer.Trainer`.
         examples: train on these instead of loading ``config.data``.
+        options: ``model``, ``tokenizer``, ``reward``, ``resume`` as for
+            :class:`~agents.trainer.BaseTrainer`.
 
     Metrics: ``train/loss`` (token-mean NLL of completion tokens), ``eval/loss`` (the same on
     the references of the first ``eval_samples`` samples of ``eval_split``), and the task's
@@ -414,14 +258,11 @@ class SFTTrainer(OfflineTrainer):
     def __init__(
         self,
         config: SFTConfig,
-        model: nn.Module | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        reward: RewardSpec | None = None,
-        resume: bool = False,
         examples: Sequence[Example] | None = None,
+        **options: Unpack[TrainerOptions],
     ) -> None:
-        super().__init__(config, model, tokenizer, reward, resume)
-        task = self.envs.task
+        super().__init__(config, **options)
+        task = self.task
         if examples is None:
             examples = load_examples(config.data, task, config.split)
         if config.max_examples:
@@ -442,9 +283,7 @@ class SFTTrainer(OfflineTrainer):
     def weight(self, item: Sequence[Encoded]) -> float:
         return float(sum(len(c) for _, c in item))
 
-    def batch_loss(
-        self, items: Sequence[Sequence[Encoded]], denom: float
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def batch_loss(self, items: Sequence[Sequence[Encoded]], denom: float) -> LossAndStats:
         batch = collate(items, self.pad_token_id).to(self.runtime.device)
         return self.algorithm.loss(self.policy, batch, denom)
 
@@ -462,21 +301,15 @@ class SFTTrainer(OfflineTrainer):
         return {"eval/loss": total / count}
 
 
-ALGORITHMS["sft"] = (SFTConfig, SFT)
-TRAINERS["sft"] = SFTTrainer
-
 __all__ = [
     "Example",
-    "ExampleEncoder",
     "SFT",
     "SFTConfig",
     "SFTTrainer",
-    "OfflineTrainer",
     "TokenBatch",
     "collate",
     "feedback_examples",
     "load_examples",
-    "open_store",
     "pack",
     "target_logprobs",
     "task_examples",

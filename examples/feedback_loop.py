@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.trainer import train
+from agents import train
 from textgym.feedback import FeedbackStore
 from textgym.feedback.human import HumanReward
 from textgym.feedback.reward_model import (

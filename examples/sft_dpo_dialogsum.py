@@ -36,8 +36,8 @@ from agents import (
     TransformerPolicy,
     rollout,
 )
+from agents.models import build_model
 from agents.tracking import atomic_write
-from agents.trainer import build_model
 from textgym.feedback.store import FeedbackStore
 from textgym.models import SMOLLM2_ALIAS, load_tokenizer
 from textgym.tasks import make_task

@@ -12,8 +12,9 @@ import torch
 
 from agents import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer, Trainer, make_config, train
 from agents.dpo import dpo_loss
+from agents.offline import ExampleEncoder
 from agents.policy import TransformerPolicy
-from agents.sft import Example, ExampleEncoder, collate, pack, target_logprobs
+from agents.sft import Example, collate, pack, target_logprobs
 from textgym import cli
 from textgym.feedback.store import FeedbackStore
 from textgym.models import tiny_model
