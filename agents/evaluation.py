@@ -181,7 +181,6 @@ def evaluate(
                 Sampling(temperature=0),
                 options={"index": index},
                 record_values=False,
-                record_reference=False,
             )
             scores.extend(batch.scores.tolist())
             lengths.extend(batch.lengths.tolist())

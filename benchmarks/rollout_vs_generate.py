@@ -7,10 +7,11 @@ stopped. ``generate`` gets the env's token ids directly, so it pays no tokenizat
 rollout includes the env's work (reset, steps, decoding the completions, the reward).
 Reported: median seconds per batch over ``--repeats`` timed runs after one warm-up, completion
 tokens per second, and the ratio. Goal: at least 1.5x for the tiny model at batch 16 on CPU
-and no slower for SmolLM2-135M.
+and no slower for SmolLM2-135M. ``--values`` also records the value of every state (the value
+head reads the hidden state of the same forward, as in training rollouts).
 
     python benchmarks/rollout_vs_generate.py [--models tiny,smollm2-135m] [--batch 16]
-        [--new-tokens 32] [--repeats 3] [--threads N] [--device cpu]
+        [--new-tokens 32] [--repeats 3] [--threads N] [--device cpu] [--values]
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def completion_tokens(new: torch.Tensor, eos: int) -> int:
     return int((after == 0).sum())
 
 
-def compare(name: str, batch: int, new_tokens: int, top_k: int, repeats: int, device: str) -> float:
+def compare(
+    name: str, batch: int, new_tokens: int, top_k: int, repeats: int, device: str, values: bool
+) -> float:
     tokenizer = load_tokenizer()
     model = tiny_model(tokenizer) if name == "tiny" else load_model(name)
     model = model.to(device).eval()
@@ -60,7 +63,7 @@ def compare(name: str, batch: int, new_tokens: int, top_k: int, repeats: int, de
 
     @torch.inference_mode()
     def ours() -> int:
-        out = rollout(policy, envs, sampling, generator, options=options, record_values=False)
+        out = rollout(policy, envs, sampling, generator, options=options, record_values=values)
         return out.num_tokens
 
     probe = rollout(policy, envs, sampling, generator, options=options, record_values=False)
@@ -95,16 +98,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--values", action="store_true", help="record values in the rollout")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"device={args.device} threads={torch.get_num_threads()} top_k={args.top_k}")
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} top_k={args.top_k} "
+        f"values={args.values}"
+    )
     print(
         f"{'model':14s} {'batch':>5s} {'tokens':>6s} {'generate s':>10s} {'tok/s':>10s} "
         f"{'rollout s':>10s} {'tok/s':>10s} {'ratio':>9s}"
     )
     for name in args.models.split(","):
-        compare(name, args.batch, args.new_tokens, args.top_k, args.repeats, args.device)
+        compare(
+            name, args.batch, args.new_tokens, args.top_k, args.repeats, args.device, args.values
+        )
 
 
 if __name__ == "__main__":
