@@ -217,7 +217,7 @@ def test_client_that_disconnects_mid_body_leaves_no_traceback(server, rate_task,
     sock = raw_socket(server)
     sock.sendall(
         b"POST /api/label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 100\r\n\r\n{\"rater\":"
+        b'Content-Length: 100\r\n\r\n{"rater":'
     )
     sock.shutdown(socket.SHUT_WR)
     closed_by_server(sock)
@@ -239,3 +239,21 @@ def test_client_that_disconnects_mid_body_leaves_no_traceback(server, rate_task,
 def test_bad_limits_are_refused(store, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_server(store, port=0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--token", "short"], "the access token must be at least 16 characters"),
+        (["--max-connections", "0"], "max_connections must be an integer >= 1, got 0"),
+        (["--request-timeout", "-1"], "request_timeout must be a number of seconds > 0"),
+    ],
+)
+def test_serve_command_reports_bad_options_in_one_line(tmp_path, capsys, options, message):
+    from textgym.cli import main
+
+    code = main(["feedback", "serve", "--db", str(tmp_path / "fb.sqlite"), "--port", "0", *options])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import secrets
+import sys
 
 from textgym.fields import field_docs
 
@@ -32,6 +33,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
     serve.add_argument(
         "--token", default=None, help="access token; generated when --host is not loopback"
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection has to send its whole request (default 10)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=64,
+        help="connections served at once; more get 503 at once (default 64)",
     )
     serve.set_defaults(func=_serve)
 
@@ -93,7 +106,18 @@ def _serve(args: argparse.Namespace) -> int:
     token = args.token
     if token is None and not is_loopback(args.host):
         token = secrets.token_urlsafe(24)
-    server = make_server(args.db, host=args.host, port=args.port, token=token)
+    try:
+        server = make_server(
+            args.db,
+            host=args.host,
+            port=args.port,
+            token=token,
+            request_timeout=args.request_timeout,
+            max_connections=args.max_connections,
+        )
+    except (ValueError, OSError) as exc:  # a bad token or limit, a port in use
+        print(f"textgym feedback serve: {exc}", file=sys.stderr)
+        return 2
     print(f"labeling {args.db} at {server.url}  (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()
