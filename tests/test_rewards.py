@@ -82,6 +82,21 @@ def test_rouge_matches_rouge_score_package(use_stemmer):
             np.testing.assert_allclose(call(rouge, preds, refs), expected, rtol=1e-6)
 
 
+def test_bit_parallel_rouge_l_equals_the_dynamic_programme_exactly():
+    """Long texts (LCS columns over 64 bits) with many repeats: every float32 is equal."""
+    from rouge_score import rouge_scorer
+
+    rng = np.random.default_rng(1)
+    vocab = ["the", "cat", "cats", "sat", "on", "a", "mat", "ran", "x9", "Über", "-", "dog"]
+    texts = [" ".join(rng.choice(vocab, rng.integers(1, 120))) for _ in range(300)]
+    preds, refs = texts[:100], [[texts[100 + 2 * i], texts[101 + 2 * i]] for i in range(100)]
+    plain = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    expected = [
+        plain.score_multi(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs, strict=True)
+    ]
+    np.testing.assert_array_equal(call(Rouge("rouge_l"), preds, refs), np.float32(expected))
+
+
 def test_rouge_empty_completion_and_bad_variant():
     np.testing.assert_allclose(call(Rouge(), [""], [["the cat"]]), [0.0])
     with pytest.raises(ValueError, match="variant 'rougeLsum' is unknown.*rouge_l"):

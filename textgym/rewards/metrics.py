@@ -155,6 +155,28 @@ class _RougeTokenizer:
         return tuple(self._split(text, self if self._stemmer else None))
 
 
+def _lcs_fmeasure(reference: tuple[int, dict[str, int]], predicted: Sequence[str]) -> float:
+    """ROUGE-L F-measure exactly as ``rouge-score`` computes it, with a bit-parallel LCS.
+
+    The LCS length comes from the Allison-Dix / Hyyro bit-vector recurrence: one Python big
+    integer holds a DP column for all reference positions, so each predicted token costs a
+    few integer operations instead of a row of the O(n * m) table.
+    """
+    length, masks = reference
+    if not length or not predicted:
+        return 0.0
+    full = (1 << length) - 1
+    column = full
+    for token in predicted:
+        matches = masks.get(token, 0)
+        if matches:
+            low = column & matches
+            column = ((column + low) | (column - low)) & full
+    lcs = length - column.bit_count()
+    precision, recall = lcs / len(predicted), lcs / length
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
 class Rouge:
     """ROUGE F-measure between a completion and its references (the best reference counts).
 
@@ -180,9 +202,17 @@ class Rouge:
         self.name = variant
         self.use_stemmer = bool(use_stemmer)
         self._type = _ROUGE_TYPES[variant]
-        self._scorer = rouge_scorer.RougeScorer(
-            [self._type], tokenizer=_RougeTokenizer(self.use_stemmer)
-        )
+        self._tokenizer = _RougeTokenizer(self.use_stemmer)
+        self._scorer = rouge_scorer.RougeScorer([self._type], tokenizer=self._tokenizer)
+        self._masks = functools.lru_cache(maxsize=8192)(self._reference_masks)
+
+    def _reference_masks(self, reference: str) -> tuple[int, dict[str, int]]:
+        """A reference's token count and, per token, the bit mask of its positions."""
+        masks: dict[str, int] = {}
+        tokens = self._tokenizer.tokenize(reference)
+        for position, token in enumerate(tokens):
+            masks[token] = masks.get(token, 0) | (1 << position)
+        return len(tokens), masks
 
     def __call__(
         self,
@@ -194,6 +224,12 @@ class Rouge:
         completions = _check_completions(self.name, completions)
         refs = _require_references(self.name, references, len(completions))
         out = np.empty(len(completions), dtype=np.float32)
+        if self._type == "rougeL":
+            tokenize = self._tokenizer.tokenize
+            for i, (completion, targets) in enumerate(zip(completions, refs, strict=True)):
+                predicted = tokenize(completion)
+                out[i] = max(_lcs_fmeasure(self._masks(t), predicted) for t in targets)
+            return out
         for i, (completion, targets) in enumerate(zip(completions, refs, strict=True)):
             out[i] = max(self._scorer.score(t, completion)[self._type].fmeasure for t in targets)
         return out
@@ -442,6 +478,12 @@ class KeywordCoverage:
         return f"{type(self).__name__}()"
 
 
+# (candidate words, keyword) -> difflib's (quick_ratio, ratio or None where the bound sufficed);
+# RL batches repeat both.
+_RATIOS: dict[tuple[str, str], tuple[float, float | None]] = {}
+_RATIO_CACHE_SIZE = 1 << 18
+
+
 class SoftKeywordCoverage(KeywordCoverage):
     """:class:`KeywordCoverage` with partial credit for keywords that are nearly there.
 
@@ -476,14 +518,33 @@ class SoftKeywordCoverage(KeywordCoverage):
         if not keyword or not words or self.partial_weight == 0.0:
             return 0.0
         m = len(keyword)
-        matcher = difflib.SequenceMatcher(None, autojunk=False)
-        matcher.set_seq2(" ".join(keyword))  # seq2 is the one difflib preprocesses and caches
+        target = " ".join(keyword)
+        # Candidates by their length bound on the ratio, best first: once the bound is no
+        # better than the best ratio found, no later candidate can beat it.
+        bounded = sorted(
+            (2 * min(len(c), len(target)) / (len(c) + len(target)), c)
+            for c in {" ".join(words[i : i + m]) for i in range(max(1, len(words) - m + 1))}
+        )
+        matcher: difflib.SequenceMatcher[str] | None = None
         best = 0.0
-        for i in range(max(1, len(words) - m + 1)):
-            matcher.set_seq1(" ".join(words[i : i + m]))
-            # The cheap upper bounds skip most candidates once a good one is known.
-            if matcher.real_quick_ratio() > best and matcher.quick_ratio() > best:
-                best = max(best, matcher.ratio())
+        for bound, candidate in reversed(bounded):
+            if bound <= best:
+                break
+            known = _RATIOS.get((candidate, target))
+            if known is None or (known[1] is None and known[0] > best):
+                if matcher is None:  # seq2 is the one difflib preprocesses and caches
+                    matcher = difflib.SequenceMatcher(None, autojunk=False)
+                    matcher.set_seq2(target)
+                matcher.set_seq1(candidate)
+                quick = matcher.quick_ratio() if known is None else known[0]
+                # The cheap bound skips most candidates; the ratio is computed for the rest.
+                known = (quick, matcher.ratio() if quick > best else None)
+            ratio = known[1]
+            if len(_RATIOS) >= _RATIO_CACHE_SIZE:
+                _RATIOS.clear()
+            _RATIOS[candidate, target] = known
+            if ratio is not None:
+                best = max(best, ratio)
         return self.partial_weight * best
 
     def __repr__(self) -> str:
