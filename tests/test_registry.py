@@ -90,8 +90,8 @@ def test_a_registered_algorithm_trains_from_the_command_line(toy, tmp_path, caps
         assert [r["iteration"] for r in csv.DictReader(f)] == ["1"]
     assert '"baseline": 0.1' in (tmp_path / "config.json").read_text()
     # Its own option exists for it only.
-    assert cli.main(["train", "--algo", "ppo", "--baseline", "0.1", "--model", "tiny"]) != 0
-    assert "do not apply to ppo" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"option\(s\) \['--baseline'\] do not apply to ppo"):
+        cli.main(["train", "--algo", "ppo", "--baseline", "0.1", "--model", "tiny"])
 
 
 def test_the_bench_runs_every_on_policy_algorithm(toy):
