@@ -21,6 +21,7 @@ from agents.policy import TransformerPolicy, evaluate_tokens, rollout
 from agents.sft import collate, target_logprobs
 from textgym.lm import (
     Sampling,
+    forward,
     positions,
     sample_tokens,
     sequence_logprobs,
@@ -92,12 +93,16 @@ def make_envs(tokenizer, num_envs: int = 3) -> TextGenVectorEnv:
 
 
 def test_the_models_really_post_process_their_logits(kind, tokenizer):
-    """Decoder + output embeddings differ from the model's own logits: the tests below bite."""
+    """Decoder + output embeddings differ from the model's own logits: the tests below bite.
+    The hidden state :func:`forward` hands the value head is the decoder's final one."""
     model = scaled_model(kind, tokenizer)
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
-        raw = model.get_output_embeddings()(model.get_decoder()(input_ids=ids).last_hidden_state)
+        last = model.get_decoder()(input_ids=ids).last_hidden_state  # (1, 4, H)
+        raw = model.get_output_embeddings()(last)
+        out = forward(model, ids, torch.ones_like(ids), keep=2, hidden=True)
     assert (own_logits(model, ids, torch.ones_like(ids)) - raw).abs().max() > 0.05
+    torch.testing.assert_close(out.hidden, last[:, -2:], atol=1e-6, rtol=0)
 
 
 def test_policy_rollout_and_evaluate_tokens_equal_the_models_own_forward(kind, tokenizer):
