@@ -143,6 +143,10 @@ class _LMPolicyMixin:
         self.lm = build_lm(self.model_spec)
         check_vocab(self.lm, self.vocab_size)
         self.value_net = value_head(self.lm)
+        # SB3's own critic convention (its ortho_init, gain 1 for value nets): with zero weights
+        # every value is 0, and where the first rewards are all 0 too (a KL-shaped reward at the
+        # reference) PPO's advantages are exactly 0 and nothing would ever move.
+        nn.init.orthogonal_(self.value_net.weight, gain=1.0)
         self.optimizer = self.optimizer_class(  # type: ignore[attr-defined]
             self.parameters(),  # type: ignore[attr-defined]
             lr=lr_schedule(1),  # type: ignore[call-arg]
