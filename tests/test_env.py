@@ -155,8 +155,12 @@ def test_render_modes(tokenizer, small_task, capsys):
     env = TextGenEnv(task=small_task, tokenizer=tokenizer, max_prompt_tokens=P, render_mode="human")
     env.reset(options={"index": 2})
     assert env.render() is None and "item number 2" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="render_mode must be one of"):
-        TextGenEnv(task=small_task, tokenizer=tokenizer, render_mode="rgb_array")
+    # Issue 17: SB3's make_vec_env passes "rgb_array"; it warns and renders nothing.
+    with pytest.warns(UserWarning, match="cannot render render_mode='rgb_array'"):
+        env = TextGenEnv(task=small_task, tokenizer=tokenizer, render_mode="rgb_array")
+    assert env.render_mode is None
+    with pytest.raises(TypeError, match="render_mode must be a str or None"):
+        TextGenEnv(task=small_task, tokenizer=tokenizer, render_mode=3)
 
 
 def test_padded_model_vocabulary(tokenizer, small_task):
@@ -182,11 +186,51 @@ def test_action_outside_vocabulary_or_of_wrong_type(env):
         env.step(-1)
     with pytest.raises(ValueError, match="action 49152 is outside"):
         env.step(49152)
-    for bad in (1.5, "7", None, True, np.array([1, 2])):
+    # Issue 17: step() takes what action_space.contains takes: True (=1) yes, shape (1,) no.
+    for bad in (1.5, "7", None, np.array([1, 2]), np.array([5]), np.bool_(True), np.uint64(3)):
+        assert not env.action_space.contains(bad)
         with pytest.raises(TypeError, match="action must be an int token id"):
             env.step(bad)
-    env.step(np.int32(5))  # numpy ints and 0-d arrays are fine
-    env.step(np.array(6))
+    for good in (np.int32(5), np.array(6), True):  # numpy ints, 0-d arrays, bools
+        assert env.action_space.contains(good)
+        env.step(good)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"index": True}, ValueError, r"options\['index'\]=True must be an int"),
+        ([], TypeError, "reset options must be a dict or None, got list"),
+        ("index", TypeError, "reset options must be a dict or None, got str"),
+        (5, TypeError, "reset options must be a dict or None, got int"),
+    ],
+)
+def test_bad_reset_options_are_clear_errors(env, options, error, message):
+    with pytest.raises(error, match=message):
+        env.reset(options=options)
+
+
+def test_no_max_episode_steps_and_time_limits(tokenizer, small_task):
+    """Issue 17, item 3: the decision documented under "Episode end" of TextGenEnv."""
+    assert all(
+        gym.spec(i).max_episode_steps is None for i in gym.registry if i.startswith("TextGen")
+    )
+    kw = dict(task=small_task, tokenizer=tokenizer, max_prompt_tokens=P, max_new_tokens=N)
+    # Time wrappers work with an explicit horizon; the cap stays terminated (and scored).
+    env = gym.wrappers.TimeAwareObservation(
+        gym.make("TextGen-v0", max_episode_steps=N, **kw), flatten=False
+    )
+    env.reset(seed=0)
+    for _ in range(N):
+        obs, reward, terminated, truncated, info = env.step(300)
+    assert terminated and truncated and info["finish_reason"] == "length" and reward > 0
+    assert obs["time"].tolist() == [N]  # the elapsed steps, of a horizon of N
+    # A shorter outer TimeLimit truncates unscored; max_new_tokens=k is the scored way.
+    env = gym.make("TextGen-v0", max_episode_steps=2, **kw)
+    env.reset(seed=0)
+    env.step(300)
+    _, reward, terminated, truncated, info = env.step(300)
+    assert truncated and not terminated and reward == 0.0 and info == {}
 
 
 def test_step_before_reset_and_after_the_end(env):

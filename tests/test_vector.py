@@ -6,6 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from textgym.env import TextGenEnv
@@ -55,16 +56,14 @@ def test_matches_sync_vector_env(tokenizer, mode):
         r1 = ours.step(actions)
         r2 = reference.step(actions)
         for a, b in zip(r1[:4], r2[:4], strict=True):
-            assert gym.utils.env_checker.data_equivalence(a, b), (a, b)
+            assert data_equivalence(a, b), (a, b)
         assert ours.observation_space.contains(r1[0])
         if "_completion" in r1[4]:
             ended = r1[4]["_completion"]
             np.testing.assert_array_equal(ended, r1[2])
             if mode == AutoresetMode.SAME_STEP:
                 for i in np.flatnonzero(ended):
-                    assert gym.utils.env_checker.data_equivalence(
-                        r1[4]["final_obs"][i], r2[4]["final_obs"][i]
-                    )
+                    assert data_equivalence(r1[4]["final_obs"][i], r2[4]["final_obs"][i])
 
 
 def test_one_batched_reward_call_per_step(tokenizer):
@@ -98,7 +97,12 @@ def test_one_batched_reward_call_per_step(tokenizer):
     assert info["finish_reason"][3] == "eos"
     _, rewards, terminated, _, info = envs.step(np.array([eos, 7, eos, 7]))  # rows 1, 3 idle
     assert calls[-1] == ["hello", "hello"] and terminated.tolist() == [True, False, True, False]
-    assert rewards.tolist() == [0, 0, 1, 0] and info["reward/recording"].tolist() == [0, 0, 1, 0]
+    assert rewards.tolist() == [0, 0, 1, 0] and info["reward_components"]["recording"].tolist() == [
+        0,
+        0,
+        1,
+        0,
+    ]
     assert not envs.active.any()
 
 
@@ -175,6 +179,14 @@ def test_bad_input(tokenizer):
         envs.reset(options={"reset_mask": [1, 0, 1, 0]})
     with pytest.raises(ValueError, match="unknown reset option"):
         envs.reset(options={"seed": 3})
+    # Issue 17: an all-False mask, a non-dict options and a bool index are clear errors.
+    with pytest.raises(ValueError, match="reset_mask has no True entry"):
+        envs.reset(options={"reset_mask": np.zeros(B, dtype=bool)})
+    for bad in ([], "index", 5):
+        with pytest.raises(TypeError, match="reset options must be a dict or None"):
+            envs.reset(options=bad)
+    with pytest.raises(ValueError, match="index True must be an int"):
+        envs.reset(options={"index": True})
     with pytest.raises(ValueError, match="needs one entry per reset sub-env"):
         envs.reset(options={"index": [0, 1]})
     with pytest.raises(ValueError, match="autoreset_mode must be one of"):

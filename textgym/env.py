@@ -57,6 +57,44 @@ def validate_lengths(max_prompt_tokens: int, max_new_tokens: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def check_render_mode(render_mode: Any, supported: list[str], owner: str) -> str | None:
+    """``render_mode`` when ``owner`` supports it; None (render nothing) with a warning otherwise.
+
+    Gymnasium's ``make`` only warns about a mode outside ``metadata["render_modes"]``, and
+    stable-baselines3's ``make_vec_env`` passes ``render_mode="rgb_array"`` to every env id,
+    falling back only on a TypeError: refusing a mode would break the most common way SB3
+    users build envs. The mode becomes None rather than staying set, so Gymnasium's passive
+    checker (which asserts ``render_mode in render_modes`` on the first ``render()``) agrees.
+    """
+    if render_mode is None or render_mode in supported:
+        return render_mode
+    if not isinstance(render_mode, str):
+        raise TypeError(
+            f"render_mode must be a str or None, got {type(render_mode).__name__} {render_mode!r}"
+        )
+    gym.logger.warn(
+        f"{owner} cannot render render_mode={render_mode!r} (it renders {supported}); "
+        "render_mode is set to None and render() returns None"
+    )
+    return None
+
+
+def check_options(options: Any) -> Mapping[str, Any]:
+    """The reset options as a mapping ({} for None); anything but a mapping is a TypeError."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"reset options must be a dict or None, got {type(options).__name__} {options!r}"
+        )
+    return options
+
+
+def is_index(value: Any) -> bool:
+    """A sample index: a Python or NumPy int, not a bool (``True`` is no sample number)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def observation_space(length: int, vocab: int) -> spaces.Dict:
     return spaces.Dict(
         {
@@ -77,8 +115,10 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Action
     ``Discrete(V)``: the id of the next token, V = the tokenizer's vocabulary (or ``vocab_size``
-    when the model's embedding matrix is larger). Ids at or above the tokenizer's real
-    vocabulary raise an error.
+    when the model's embedding matrix is larger). ``step`` takes exactly the values whose type
+    ``action_space.contains`` accepts: a Python int (``True`` is 1, as for the space), a NumPy
+    integer scalar or a 0-d integer array (not shape ``(1,)``); anything else is a TypeError.
+    Ids outside ``[0, real vocabulary)`` raise a ValueError.
 
     ## Reward
     0 on every step but the last; on the last, the task reward applied to the decoded
@@ -88,8 +128,26 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Episode end
     ``terminated=True`` when the agent emits EOS (``eos_token_id``) or after N tokens; never
     ``truncated``: the length cap is part of the task, so agents must not bootstrap past it.
-    The final ``info`` holds ``prompt``, ``completion``, ``references``, ``reward_components``,
-    ``num_tokens`` and ``finish_reason`` ("eos" or "length").
+
+    The spec has no ``max_episode_steps``, on purpose. In Gymnasium that number is where a
+    ``TimeLimit`` *truncates*; here the bound is a termination, and it is the constructor
+    argument N, which one registry entry cannot follow (a registered 32 would cut a
+    ``max_new_tokens=64`` env at 32). The elapsed time is in the observation already:
+    ``attention_mask[P:].sum()`` tokens of N. Time wrappers that need a horizon
+    (``TimeAwareObservation``) work under ``gym.make(..., max_new_tokens=N,
+    max_episode_steps=N)``: the cap step then reports ``terminated=True`` and
+    ``truncated=True``, and terminated wins (Gymnasium's and SB3's rules do not bootstrap it).
+    An outer ``TimeLimit`` shorter than N truncates the episode unscored (reward 0,
+    ``info={}``): truncation means the episode goes on beyond the cut, so an agent bootstraps
+    the value there, and a task score on top would count it twice. To score completions of at
+    most k tokens, set ``max_new_tokens=k``.
+
+    ## Info
+    ``reset`` gives ``prompt`` (the text), ``index`` (the sample of the split, None for an
+    ``options["prompt"]``) and ``prompt_tokens``. Intermediate steps give ``{}``. The final
+    step gives ``prompt``, ``completion``, ``references``, ``reward_components`` (``{name:
+    float}``), ``num_tokens`` and ``finish_reason`` ("eos" or "length"). The vector env gives
+    these same keys, batched as ``SyncVectorEnv`` batches them.
 
     ## Arguments
     - ``task``: a registered task name (see :func:`textgym.tasks.list_tasks`) or a :class:`Task`.
@@ -102,12 +160,15 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     - ``eos_token_id``: the stop token (default: the tokenizer's EOS).
     - ``vocab_size``: action-space size when the model's vocabulary is padded beyond the tokenizer's.
     - ``task_kwargs`` / ``reward_kwargs``: options for the task and reward builders.
-    - ``render_mode``: ``"ansi"`` (returns the text) or ``"human"`` (prints it).
+    - ``render_mode``: ``"ansi"`` (returns the text) or ``"human"`` (prints it); any other
+      mode (such as the ``"rgb_array"`` that SB3's ``make_vec_env`` passes) warns and renders
+      nothing (``render_mode`` becomes None).
 
     ## Reset options
-    ``{"prompt": str | chat messages}`` uses that prompt (no references); ``{"index": i}`` uses
-    sample i of the split (fixed order, for evaluation); otherwise a sample is drawn from
-    ``np_random``, so the same seed gives the same episodes.
+    A dict (or None) with at most one key. ``{"prompt": str | chat messages}`` uses that prompt
+    (no references); ``{"index": i}`` uses sample i of the split (fixed order, for evaluation;
+    an int, not a bool); otherwise a sample is drawn from ``np_random``, so the same seed gives
+    the same episodes. Anything else raises an error that names it.
 
     ## Version history
     - v0: initial release.
@@ -143,10 +204,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         reward_kwargs: Mapping[str, Any] | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
-            )
+        render_mode = check_render_mode(render_mode, self.metadata["render_modes"], "TextGenEnv")
         validate_lengths(max_prompt_tokens, max_new_tokens)
         self.task = make_task(task, **dict(task_kwargs or {}))
         self.split = split
@@ -185,7 +243,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        self._sample, key, index = self._choose_sample(options or {})
+        self._sample, key, index = self._choose_sample(check_options(options))
         prompt_ids, prompt_mask = self.encoder.padded(self._sample.prompt, cache_key=key)
         P = self.max_prompt_tokens
         self._ids[:P], self._mask[:P] = prompt_ids, prompt_mask
@@ -215,7 +273,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         samples = self.task.split(self.split)
         if "index" in options:
             index = options["index"]
-            if not isinstance(index, (int, np.integer)) or not 0 <= index < len(samples):
+            if not is_index(index) or not 0 <= index < len(samples):
                 raise ValueError(
                     f"options['index']={index!r} must be an int in [0, {len(samples)})"
                 )
@@ -240,18 +298,23 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         return self._observation(), *self._finish(token == self.eos_token_id)
 
     def _check_action(self, action: Any) -> int:
-        if isinstance(action, (int, np.integer)) and not isinstance(action, bool):
-            token = int(action)
-        elif (
-            isinstance(action, np.ndarray)
-            and action.shape in ((), (1,))
-            and action.dtype.kind in "iu"
-        ):
-            token = int(action.reshape(()))
-        else:
-            raise TypeError(
-                f"action must be an int token id, got {type(action).__name__} {action!r}"
+        # The types Discrete.contains accepts: a Python int (bool included, as for the space),
+        # or a NumPy integer scalar / 0-d array that casts to the space's int64.
+        if not (
+            isinstance(action, int)
+            or (
+                isinstance(action, (np.generic, np.ndarray))
+                and action.shape == ()
+                and np.issubdtype(action.dtype, np.integer)
+                and np.can_cast(action.dtype, self.action_space.dtype)
             )
+        ):
+            shape = f" of shape {action.shape}" if isinstance(action, np.ndarray) else ""
+            raise TypeError(
+                "action must be an int token id (a Python or NumPy int, or a 0-d int array, "
+                f"as action_space.contains accepts), got {type(action).__name__}{shape} {action!r}"
+            )
+        token = int(action)
         if not 0 <= token < self._real_vocab:
             raise ValueError(
                 f"action {token} is outside the tokenizer's vocabulary [0, {self._real_vocab})"

@@ -11,7 +11,15 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textgym.env import observation_space, resolve_tokenizer, resolve_vocab, validate_lengths
+from textgym.env import (
+    check_options,
+    check_render_mode,
+    is_index,
+    observation_space,
+    resolve_tokenizer,
+    resolve_vocab,
+    validate_lengths,
+)
 from textgym.episode import PromptEncoder, Truncation, score_episodes
 from textgym.models import SMOLLM2_ALIAS
 from textgym.rewards.base import RewardSpec, make_reward
@@ -49,10 +57,31 @@ class TextGenVectorEnv(VectorEnv):
     - ``copy``: return copies of the observation buffers (default True); False returns the
       internal buffers, which the next step overwrites.
 
-    Reset options: ``reset_mask`` (bool (B,)), ``prompt`` (one prompt, or a list of B),
-    ``index`` (an int or a list of B sample indices of the split). Finished episodes put
-    ``completion``, ``references``, ``prompt``, ``num_tokens``, ``finish_reason`` and
-    ``reward/<component>`` into ``info``, each with its ``_key`` mask (Gymnasium's convention).
+    Reset options (a dict or None): ``reset_mask`` (bool (B,) with at least one True),
+    ``prompt`` (one prompt, or a list of one per reset row), ``index`` (an int, or a list of
+    one per reset row, of sample indices of the split).
+
+    ## Info: the same as ``gym.make_vec(..., vectorization_mode="sync")``
+    ``info`` is exactly what Gymnasium's ``SyncVectorEnv`` makes of the single env's infos
+    (see :class:`~textgym.env.TextGenEnv`), key for key, dtype for dtype, in every autoreset
+    mode: each key is a (B,) array with its ``_key`` mask of the rows that gave it.
+
+    - Rows that (re)start an episode give ``prompt``, ``index`` (int64; an object array of
+      None for ``options["prompt"]``) and ``prompt_tokens`` (int64): after ``reset()``, and
+      under NEXT_STEP in the step that restarts them (reward 0, flags False).
+    - Rows that finish give ``prompt``, ``completion``, ``references``, ``num_tokens`` (int64),
+      ``finish_reason`` and ``reward_components``: a dict ``{name: float64 (B,), "_name":
+      mask}``, masked as a whole by ``_reward_components``. Under NEXT_STEP and DISABLED they
+      are top-level; under SAME_STEP they are only in ``final_info`` (with ``final_obs``), and
+      the top level holds the reset info of the rows restarted in that step.
+    - Under NEXT_STEP a step can hold both kinds (rows that finish and rows that restart), so
+      ``prompt`` may mix both, as in ``SyncVectorEnv``: ``_completion`` marks the finished rows.
+
+    ## Seeding (the convention of Gymnasium's native ``CartPoleVectorEnv``)
+    One generator draws the samples of every row: ``reset(seed=s)`` seeds it with the int s,
+    and ``np_random_seed`` is s. ``SyncVectorEnv`` instead seeds sub-env i with s + i, so the
+    two draw different prompts from the same seed (they agree on a one-sample task or under
+    ``options["index"]``); a list of per-row seeds is refused with a message.
 
     >>> import gymnasium as gym, textgym
     >>> envs = gym.make_vec("TextGen-v0", num_envs=3, max_new_tokens=2)
@@ -88,12 +117,10 @@ class TextGenVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         validate_lengths(max_prompt_tokens, max_new_tokens)
         self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
-        if render_mode not in (None, "ansi"):
-            raise ValueError(
-                f"render_mode must be 'ansi' or None for the vector env, got {render_mode!r}"
-            )
         self.metadata = {"autoreset_mode": self.autoreset_mode, "render_modes": ["ansi"]}
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(
+            render_mode, self.metadata["render_modes"], "TextGenVectorEnv"
+        )
         self.num_envs = num_envs
         self.task = make_task(task, **dict(task_kwargs or {}))
         self.split = split
@@ -147,8 +174,14 @@ class TextGenVectorEnv(VectorEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if seed is not None:
-            self._np_random, self._np_random_seed = seeding.np_random(seed)
-        options = dict(options or {})
+            if not is_index(seed):
+                raise TypeError(
+                    f"seed must be an int or None, got {type(seed).__name__} {seed!r}: one "
+                    "generator draws every row (as Gymnasium's CartPoleVectorEnv); use "
+                    "vectorization_mode='sync' for one seed per sub-env"
+                )
+            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
+        options = dict(check_options(options))
         unknown = set(options) - {"reset_mask", "prompt", "index"}
         if unknown:
             raise ValueError(
@@ -165,31 +198,40 @@ class TextGenVectorEnv(VectorEnv):
                 raise ValueError(
                     f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}"
                 )
+            if not mask.any():
+                raise ValueError(
+                    "reset_mask has no True entry, so there is nothing to reset; "
+                    "mark at least one sub-env True"
+                )
             if not self._started and not mask.all():
                 raise ValueError(
                     "the first reset() must reset every sub-env; omit reset_mask or pass all True"
                 )
             rows = np.flatnonzero(mask)
-        self._reset_rows(rows, options)
-        self._started = True
         info: dict[str, Any] = {}
-        self._put_info(info, "prompt", rows, [prompt_text(self._samples[i].prompt) for i in rows])  # type: ignore[union-attr]
+        self._reset_rows(rows, options, info)
+        self._started = True
         return self._observation(), info
 
-    def _reset_rows(self, rows: np.ndarray, options: Mapping[str, Any]) -> None:
+    def _reset_rows(
+        self, rows: np.ndarray, options: Mapping[str, Any], info: dict[str, Any]
+    ) -> None:
+        """Start new episodes in ``rows`` and put their reset info into ``info``."""
         samples = self.task.split(self.split)
         if "prompt" in options:
             prompts = self._per_row(options["prompt"], rows, "prompt")
             chosen = [(Sample(p), None) for p in prompts]
+            indices: list[int | None] = [None] * rows.size
         else:
             if "index" in options:
-                indices = self._per_row(options["index"], rows, "index")
-                for index in indices:
-                    if not isinstance(index, (int, np.integer)) or not 0 <= index < len(samples):
+                given = self._per_row(options["index"], rows, "index")
+                for index in given:
+                    if not is_index(index) or not 0 <= index < len(samples):
                         raise ValueError(f"index {index!r} must be an int in [0, {len(samples)})")
             else:
-                indices = self._np_random.integers(len(samples), size=rows.size)
-            chosen = [(samples[int(i)], (self.split, int(i))) for i in indices]
+                given = self._np_random.integers(len(samples), size=rows.size)
+            indices = [int(i) for i in given]
+            chosen = [(samples[i], (self.split, i)) for i in indices]
         ids, mask = self.encoder.padded_batch(
             [sample.prompt for sample, _ in chosen], [key for _, key in chosen]
         )
@@ -203,6 +245,10 @@ class TextGenVectorEnv(VectorEnv):
         self._num_generated[rows] = 0
         self._active[rows] = True
         self._needs_reset[rows] = False
+        self._put_info(info, "prompt", rows, [prompt_text(s.prompt) for s, _ in chosen])
+        # int64 as SyncVectorEnv batches Python ints; an object array of None for given prompts.
+        self._put_info(info, "index", rows, indices, None if indices[0] is None else np.int64)
+        self._put_info(info, "prompt_tokens", rows, mask.sum(axis=1), np.int64)
 
     @staticmethod
     def _per_row(value: Any, rows: np.ndarray, name: str) -> list[Any]:
@@ -232,7 +278,7 @@ class TextGenVectorEnv(VectorEnv):
         info: dict[str, Any] = {}
         restarting = np.flatnonzero(self._needs_reset)
         if restarting.size:  # NEXT_STEP autoreset: these rows start afresh and ignore their action
-            self._reset_rows(restarting, {})
+            self._reset_rows(restarting, {}, info)
             self._active[restarting] = False  # not stepped this call
         stepping = self._active
         if not stepping.any():
@@ -255,30 +301,31 @@ class TextGenVectorEnv(VectorEnv):
         hit_eos = stepping & (actions == self.eos_token_id)
         ended = hit_eos | (stepping & (self._num_generated >= self.max_new_tokens))
         rewards = np.zeros(self.num_envs, dtype=np.float64)  # as SyncVectorEnv
+        same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
         if ended.any():
-            self._finish(np.flatnonzero(ended), hit_eos, rewards, info)
+            # SAME_STEP keeps the final info apart, as SyncVectorEnv does.
+            final: dict[str, Any] = {} if same_step else info
+            self._finish(np.flatnonzero(ended), hit_eos, rewards, final)
             self._active[ended] = False
         self._active[restarting] = True
         terminated = ended
         observation = self._observation()
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             self._needs_reset |= ended
-        elif self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
+        elif same_step and ended.any():
             info["final_obs"] = np.array([None] * self.num_envs, dtype=object)
             for i in np.flatnonzero(ended):
                 info["final_obs"][i] = {k: v[i].copy() for k, v in observation.items()}
             info["_final_obs"] = ended.copy()
-            info["final_info"] = {
-                k: v for k, v in info.items() if not k.startswith(("final", "_final"))
-            }
-            info["_final_info"] = ended.copy()
-            self._reset_rows(np.flatnonzero(ended), {})
+            info["final_info"], info["_final_info"] = final, ended.copy()
+            self._reset_rows(np.flatnonzero(ended), {}, info)
             observation = self._observation()
         return observation, rewards, terminated, self._false.copy(), info
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         arr = np.asarray(actions)
-        if arr.shape != (self.num_envs,) or arr.dtype.kind not in "iu":
+        # What action_space (MultiDiscrete) contains: shape (B,), a dtype that casts to int64.
+        if arr.shape != (self.num_envs,) or not np.can_cast(arr.dtype, np.int64):
             raise TypeError(
                 f"actions must be an int array of shape ({self.num_envs},), got {arr.dtype} {arr.shape}"
             )
@@ -308,20 +355,43 @@ class TextGenVectorEnv(VectorEnv):
         self._put_info(info, "prompt", rows, prompts)
         self._put_info(info, "completion", rows, completions)
         self._put_info(info, "references", rows, references)
-        self._put_info(info, "num_tokens", rows, self._num_generated[rows])
-        self._put_info(info, "finish_reason", rows, np.where(hit_eos[rows], "eos", "length"))
+        self._put_info(info, "num_tokens", rows, self._num_generated[rows], np.int64)
+        reasons = ["eos" if hit_eos[i] else "length" for i in rows]  # str, as the single env's
+        self._put_info(info, "finish_reason", rows, reasons)
+        parts = info.setdefault("reward_components", {})
         for name, values in components.items():
-            self._put_info(info, f"reward/{name}", rows, values)
+            self._put_info(parts, name, rows, values, np.float64)  # Python floats batch to float64
+        self._put_info(info, "_reward_components", rows, None)
 
-    def _put_info(self, info: dict[str, Any], key: str, rows: np.ndarray, values: Any) -> None:
-        array = np.zeros(self.num_envs, dtype=np.float32 if key.startswith("reward/") else object)
-        if key == "num_tokens":
-            array = np.zeros(self.num_envs, dtype=np.int64)
-        for i, value in zip(rows, values, strict=True):
-            array[i] = value
-        present = np.zeros(self.num_envs, dtype=bool)
-        present[rows] = True
-        info[key], info["_" + key] = array, present
+    def _put_info(
+        self,
+        info: dict[str, Any],
+        key: str,
+        rows: np.ndarray,
+        values: Any,
+        dtype: type[np.generic] | None = None,
+    ) -> None:
+        """Set ``info[key][rows] = values`` and mark the rows in ``info["_" + key]``.
+
+        Mirrors ``VectorEnv._add_info``: a new key gets a zero array of ``dtype`` (or an object
+        array of None), an existing key is filled in. With ``values=None``, only the mask
+        ``key`` (which must start with "_") is set: a nested dict's mask.
+        """
+        if values is not None:
+            if key not in info:
+                info[key] = (
+                    np.full(self.num_envs, None, dtype=object)
+                    if dtype is None
+                    else np.zeros(self.num_envs, dtype=dtype)
+                )
+            if dtype is None:  # object values one by one: a list value must not broadcast
+                for i, value in zip(rows, values, strict=True):
+                    info[key][i] = value
+            else:
+                info[key][rows] = values
+            key = "_" + key
+        mask = info.setdefault(key, np.zeros(self.num_envs, dtype=bool))
+        mask[rows] = True
 
     def _observation(self) -> dict[str, np.ndarray]:
         if self.copy:
