@@ -261,9 +261,9 @@ def rollout(
                 prompts[i] = info["prompt"][i]
                 completions[i] = info["completion"][i]
                 reasons[i] = info["finish_reason"][i]
-            for key, value in info.items():
-                if key.startswith("reward/"):
-                    part = components.setdefault(key[7:], np.zeros(B, dtype=np.float32))
+            for name, value in info.get("reward_components", {}).items():
+                if not name.startswith("_"):  # "_name" keys are Gymnasium's row masks
+                    part = components.setdefault(name, np.zeros(B, dtype=np.float32))
                     part[done] = value[done]
         active = env.active
         if not active.any():
