@@ -22,7 +22,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Unpack
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from agents.policy import evaluate_tokens
 from agents.trainer import TrainerOptions
 from textgym.feedback.store import PreferencePair
 from textgym.tasks.base import Prompt, prompt_text
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; annotations only (3.10 runs this file too)
 
 LOSS_TYPES = ("sigmoid", "ipo")
 

@@ -21,9 +21,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; annotations only (3.10 runs this file too)
+
     from agents.config import TrainConfig
     from agents.trainer import BaseTrainer, TrainerOptions
     from textgym.rewards.base import RewardSpec

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Unpack
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from agents.trainer import TrainerOptions
 from textgym.feedback.store import FeedbackStore
 from textgym.lm import sequence_logprobs
 from textgym.tasks.base import Prompt, Task
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; annotations only (3.10 runs this file too)
 
 TASK_DATA = "task"
 

@@ -259,13 +259,16 @@ def test_training_raises_the_reward(algo, tmp_path):
     """Keyword prompts, reward: 12 words in 12 tokens (every token must start a word).
 
     A random 2-layer model can move this reward within seconds; the soft keyword reward needs
-    a model that can read (see the README's demo for SmolLM2 on it). Measured (seed 0, 30
-    iterations, 20-35 s per algorithm on a busy 2-core machine): first iteration 0.672 for
-    all three; mean of the last three 0.936 (PPO), 1.000 (RLOO), 0.936 (GRPO).
+    a model that can read (see the README's demo for SmolLM2 on it). Measured (seed 0, 20-35 s
+    per algorithm on a busy 2-core machine): first iteration 0.672 for all three; mean of the
+    last three 1.000 (RLOO) and 0.936 (GRPO) after 30 iterations. PPO at this learning rate
+    still swings between 0.69 and 0.97 from iteration to iteration around iteration 30 (0.891
+    there since the forward went through the model's own ``forward``, 0.936 before: float
+    rounding changes the sampled path), and settles above 0.92 by 40-50: 0.962 after 50.
     """
     config = tiny_config(
-        algo, tmp_path, batch_size=16, max_new_tokens=12, top_k=20, iterations=30,
-        learning_rate=3e-3, seed=0,
+        algo, tmp_path, batch_size=16, max_new_tokens=12, top_k=20,
+        iterations={"ppo": 50}.get(algo, 30), learning_rate=3e-3, seed=0,
     )  # fmt: skip
     rows = Trainer(config, reward=LengthReward(target=12)).train()
     rewards = [r["train/reward"] for r in rows]
