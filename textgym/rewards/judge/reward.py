@@ -53,7 +53,11 @@ class JudgeReward:
             earlier chat turns answered with the nearest label; None: :data:`DEFAULT_EXAMPLES`.
         normalize: map the expected verdict to ``[0, 1]`` (else keep the scale's units).
         fallback: score (in output units) when a remote answer cannot be parsed or its request
-            failed; None: the middle of the range.
+            failed; None: the middle of the range. Which server behaviours end in the fallback
+            (timeouts, dropped connections, non-HTTP answers, oversized or malformed bodies,
+            429/5xx after the retries) and which raise (401/403, 404, redirects, nothing
+            listening) is stated in :class:`RemoteJudge`; each fallback is counted in
+            :attr:`stats` and flagged per sample in the ``<name>_fallback`` component.
         cache_size: judgments kept (LRU); 0 disables the cache.
         tie_margin: pairwise verdicts with ``|p_a - 0.5| <= tie_margin`` are ties.
         name: the reward's name in logs and reward components.
@@ -285,8 +289,9 @@ class JudgeReward:
     @property
     def stats(self) -> Counter:
         """Counters (0 when absent): calls, judged, cache_hits, parse_failures, fallbacks and the
-        backend's (requests, retries, timeouts, http_errors, http_<code>, connection_errors,
-        malformed_responses, failed_requests; forward_passes for a local judge)."""
+        backend's (requests, retries, timeouts, disconnects, protocol_errors, http_errors,
+        http_<code>, connection_errors, oversized_responses, malformed_responses,
+        failed_requests; forward_passes for a local judge)."""
         return Counter({**self.backend.stats, **self._stats})
 
     # -- pairwise -------------------------------------------------------------------------------
