@@ -47,15 +47,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | _LAZY.keys())
 
 
-__all__ = [
-    "BinaryLabel",
-    "Demonstration",
-    "Edit",
-    "FeedbackStore",
-    "LabelTask",
-    "PreferencePair",
-    "Ranking",
-    "Rating",
-    "Sample",
-    "SchemaError",
-]
+__all__ = sorted(_LAZY)  # the lazy names are the public API
