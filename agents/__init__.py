@@ -11,9 +11,10 @@ Algorithms are rows of :mod:`agents.registry` (name -> config, algorithm, traine
 from agents.config import OfflineConfig, OnPolicyConfig, TrainConfig
 from agents.dpo import DPOConfig, DPOTrainer
 from agents.grpo import GRPOConfig
+from agents.hub import push_to_hub
 from agents.offline import OfflineTrainer
 from agents.onpolicy import OnPolicyTrainer, Trainer
-from agents.policy import Rollout, Sampling, TransformerPolicy, rollout
+from agents.policy import Rollout, Sampling, TransformerPolicy, load_policy, rollout
 from agents.ppo import PPOConfig
 from agents.registry import build_trainer, make_config, register, train
 from agents.reinforce import REINFORCEConfig
@@ -42,7 +43,9 @@ __all__ = [
     "TrainingStopped",
     "TransformerPolicy",
     "build_trainer",
+    "load_policy",
     "make_config",
+    "push_to_hub",
     "register",
     "rollout",
     "train",

@@ -18,6 +18,7 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from torch import nn
 
 from textgym import lm
 from textgym.lm import LMOutput, Sampling, sample_tokens, token_logprobs
+from textgym.models import load_model, load_tokenizer
 from textgym.vector import TextGenVectorEnv
 
 
@@ -141,6 +143,111 @@ class TransformerPolicy(nn.Module):
             self.model, input_ids, attention_mask, keep=keep, hidden=True
         )
         return logits, self.value_head(hidden.float()).squeeze(-1)  # type: ignore[union-attr]
+
+    def save_pretrained(self, path: str | Path, tokenizer: Any = None) -> Path:
+        """Write the LM (or its LoRA adapters), ``tokenizer`` and the value head to ``path``.
+
+        The directory is built next to ``path`` and swapped in whole, so a crash never leaves
+        half a policy; :meth:`from_pretrained` reads it back.
+        """
+        import shutil
+
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        head = {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
+        save_file(head, str(tmp / VALUE_HEAD))
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, reference: str | None = None, device: str = "cpu"
+    ) -> TransformerPolicy:
+        """The policy saved in a run directory (its ``policy/``) or a policy directory.
+
+        The LM and the value head come back with the saved weights (float32), the logits are
+        cut to the saved tokenizer's vocabulary as in training, and ``reference="copy"`` adds a
+        frozen copy of the reloaded LM. A directory without ``value_head.safetensors`` (any
+        Hugging Face causal LM) gets the usual zero-initialised head.
+        """
+        directory = policy_dir(path)
+        model = load_model(directory, device=device)
+        policy = cls(model, reference, vocab_size=len(load_tokenizer(directory)))
+        load_value_head(policy, directory)
+        return policy.to(device)
+
+
+VALUE_HEAD = "value_head.safetensors"
+"""The value head's file in a policy directory, next to the LM's own files."""
+
+
+def policy_dir(path: str | Path, option: str = "path") -> str:
+    """The policy directory of ``path``: a run directory (its ``policy/``) or a policy directory.
+
+    ``option`` names the setting ``path`` came from, for the error messages.
+
+    >>> policy_dir("no/such/run", option="init")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: init='no/such/run' is not a finished run: expected no/such/run/policy/config.json or no/such/run/config.json (a directory written by save_pretrained)
+    """
+    run = Path(path)
+    for candidate in (run / "policy", run):
+        if (candidate / "adapter_config.json").is_file():
+            raise ValueError(
+                f"{option}={str(path)!r} holds LoRA adapters, not full weights; train without "
+                "lora_r, or merge the adapters into the model first (peft's merge_and_unload)"
+            )
+        if (candidate / "config.json").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"{option}={str(path)!r} is not a finished run: expected "
+        f"{run / 'policy' / 'config.json'} or {run / 'config.json'} (a directory written by "
+        "save_pretrained)"
+    )
+
+
+def load_value_head(policy: TransformerPolicy, directory: str | Path) -> bool:
+    """Load ``directory``'s saved value head into ``policy``; False when it has none."""
+    from safetensors.torch import load_file
+
+    file = Path(directory) / VALUE_HEAD
+    if not file.is_file():
+        return False
+    device = policy.value_head.weight.device
+    policy.value_head.load_state_dict(load_file(str(file), device=str(device)))
+    return True
+
+
+def load_policy(
+    path: str | Path, reference: str | None = None, device: str = "cpu"
+) -> tuple[TransformerPolicy, Any]:
+    """``(policy, tokenizer)`` of a finished run (``run_dir`` or ``run_dir/policy``).
+
+    >>> import tempfile
+    >>> from textgym.models import shared_tokenizer, tiny_model
+    >>> tokenizer = shared_tokenizer("smollm2-135m")
+    >>> saved = TransformerPolicy(tiny_model(tokenizer), reference=None)
+    >>> run_dir = Path(tempfile.mkdtemp())
+    >>> _ = saved.save_pretrained(run_dir / "policy", tokenizer)
+    >>> policy, tok = load_policy(run_dir)
+    >>> ids = torch.tensor([[1, 2, 3]])
+    >>> bool((policy(ids, torch.ones_like(ids))[0] == saved(ids, torch.ones_like(ids))[0]).all())
+    True
+    """
+    directory = policy_dir(path)
+    return TransformerPolicy.from_pretrained(directory, reference, device), load_tokenizer(
+        directory
+    )
 
 
 @dataclass

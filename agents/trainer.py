@@ -14,7 +14,6 @@ from __future__ import annotations
 import abc
 import json
 import random
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypedDict
@@ -29,8 +28,9 @@ from agents import registry
 from agents.algorithm import Algorithm, LossAndStats
 from agents.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from agents.config import TrainConfig
+from agents.hub import MODEL_CARD, model_card
 from agents.models import build_model
-from agents.policy import Sampling, TransformerPolicy, rollout
+from agents.policy import Sampling, TransformerPolicy, load_value_head, policy_dir, rollout
 from agents.runtime import make_runtime
 from agents.tracking import MetricsLogger, atomic_write, plot_rewards, samples_table
 from textgym.models import SMOLLM2_ALIAS, load_tokenizer
@@ -54,29 +54,6 @@ class TrainerOptions(TypedDict, total=False):
 
 class TrainingStopped(RuntimeError):
     """Training stopped on an error; the last checkpoint is intact."""
-
-
-def init_weights(path: str) -> str:
-    """The policy directory of ``init``: a run directory (its ``policy/``) or a policy directory.
-
-    >>> init_weights("no/such/run")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: init='no/such/run' is not a finished run: expected no/such/run/policy/config.json or no/such/run/config.json (a directory written by save_pretrained)
-    """
-    run = Path(path)
-    for candidate in (run / "policy", run):
-        if (candidate / "adapter_config.json").is_file():
-            raise ValueError(
-                f"init={path!r} holds LoRA adapters, not full weights; warm-start from a run "
-                "trained without lora_r, or merge the adapters into the model first"
-            )
-        if (candidate / "config.json").is_file():
-            return str(candidate)
-    raise FileNotFoundError(
-        f"init={path!r} is not a finished run: expected {run / 'policy' / 'config.json'} or "
-        f"{run / 'config.json'} (a directory written by save_pretrained)"
-    )
 
 
 class BaseTrainer(abc.ABC):
@@ -122,7 +99,7 @@ class BaseTrainer(abc.ABC):
         self.tokenizer = tokenizer
         torch.manual_seed(config.seed)
         if model is None:
-            name = init_weights(config.init) if config.init else config.model
+            name = policy_dir(config.init, "init") if config.init else config.model
             model = build_model(name, tokenizer, config.seed)
         model.eval()  # no dropout: rollout and update must see the same function
         reference: str | None = "copy"
@@ -141,6 +118,8 @@ class BaseTrainer(abc.ABC):
         if not self._uses_reference():
             reference = None
         self.policy = TransformerPolicy(model, reference, vocab_size=len(tokenizer))
+        if config.init:  # the warm start's value head too (zero when it never trained one)
+            load_value_head(self.policy, policy_dir(config.init, "init"))
         if not self.algorithm.uses_value_head:  # critic-free: the value head is not trained
             self.policy.value_head.requires_grad_(False)
         self.policy = self.runtime.prepare(self.policy)  # type: ignore[assignment]
@@ -348,22 +327,10 @@ class BaseTrainer(abc.ABC):
         self._say(f"run directory: {self.run_dir} (metrics.csv, reward.png, samples/, policy/)")
 
     def save_pretrained(self, path: str | Path) -> None:
-        """The LM (or its LoRA adapters) and tokenizer via ``save_pretrained``, plus the value head."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        self.policy.model.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
-        head = {
-            k: v.detach().cpu().contiguous() for k, v in self.policy.value_head.state_dict().items()
-        }
-        save_file(head, str(tmp / "value_head.safetensors"))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+        """The LM (or its LoRA adapters), tokenizer and value head via
+        :meth:`TransformerPolicy.save_pretrained`, with a model card (``README.md``)."""
+        path = self.policy.save_pretrained(path, self.tokenizer)
+        atomic_write(path / MODEL_CARD, model_card(self.config, self.logger.rows))
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -429,4 +396,4 @@ class BaseTrainer(abc.ABC):
         return state["metrics"]
 
 
-__all__ = ["BaseTrainer", "TrainerOptions", "TrainingStopped", "init_weights"]
+__all__ = ["BaseTrainer", "TrainerOptions", "TrainingStopped"]
