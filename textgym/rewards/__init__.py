@@ -6,7 +6,8 @@
 :func:`score` returns its total and per-component values, validated. :func:`list_rewards`
 names every built-in reward; a family's module (metrics, judge, safety, the human and learned
 rewards) is imported only when one of its rewards is first built or one of its classes is
-first read from this package (``textgym.rewards.JudgeReward``).
+first read from this package (``textgym.rewards.JudgeReward``). :func:`to_trl` and
+:func:`from_trl` convert rewards to and from TRL's reward-function convention.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from textgym.rewards.base import (
 _METRICS = "textgym.rewards.metrics"
 _REWARD_MODEL = "textgym.feedback.reward_model"
 _JUDGE = "textgym.rewards.judge"
+_TRL = "textgym.rewards.trl"
 # Attribute -> the module that defines it, imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
     "Bleu": _METRICS,
@@ -49,8 +51,11 @@ _LAZY: dict[str, str] = {
     "LocalJudge": _JUDGE,
     "RemoteJudge": _JUDGE,
     "SafetyPenalty": "textgym.rewards.safety",
+    "TRLReward": _TRL,
+    "from_trl": _TRL,
+    "to_trl": _TRL,
 }
-_SUBMODULES = ("judge", "metrics", "safety")
+_SUBMODULES = ("judge", "metrics", "safety", "trl")
 
 
 def __getattr__(name: str) -> Any:
@@ -89,12 +94,15 @@ __all__ = [
     "SafetyPenalty",
     "SemanticSimilarity",
     "SoftKeywordCoverage",
+    "TRLReward",
     "WeightedSum",
+    "from_trl",
     "keyword_found",
     "list_rewards",
     "make_reward",
     "register_reward",
     "reward_name",
     "score",
+    "to_trl",
     "validate_rewards",
 ]

@@ -161,6 +161,8 @@ BUILTIN_REWARDS: Mapping[str, str] = {
     "rouge2": _METRICS,
     "rouge_l": _METRICS,
     "semantic_similarity": _METRICS,
+    "fluency": "textgym.rewards.fluency",
+    "keyword_sentence": "textgym.rewards.fluency",
     "judge": "textgym.rewards.judge",
     "safety": "textgym.rewards.safety",
     "human": "textgym.feedback.human",
@@ -226,12 +228,26 @@ def _mix(pairs: list[tuple[Any, float]]) -> WeightedSum:
     return WeightedSum([(fn, float(w)) for fn, (_, w) in zip(fns, pairs, strict=True)], labels)
 
 
+def _adapt(fn: Any) -> RewardFn:
+    """``fn`` itself, or wrapped by :func:`~textgym.rewards.trl.from_trl` when it is TRL-style."""
+    from textgym.rewards.trl import from_trl, is_trl_style
+
+    return from_trl(fn) if is_trl_style(fn) else fn
+
+
 def make_reward(spec: RewardSpec, **kwargs: Any) -> RewardFn:
     """Resolve a reward specification.
 
     Accepts a registered name (``"rouge_l"``), ``"package.module:function"``, any callable,
     a mapping ``{spec: weight}`` or a list of ``(spec, weight)`` pairs (a :class:`WeightedSum`).
     ``kwargs`` go to the builder of a registered name.
+
+    A callable (or imported function) in TRL's convention is wrapped with
+    :func:`textgym.rewards.trl.from_trl`. The rule: its signature has a parameter named
+    ``completions`` and none named ``references``. So ``f(completions, **kwargs)`` and
+    ``f(prompts, completions, solution, **kwargs)`` are TRL-style, while
+    ``f(prompts, completions, references, **meta)`` and ``f(p, c, r, **m)`` are textgym-style;
+    call :func:`~textgym.rewards.trl.from_trl` yourself for other column names or options.
 
     >>> make_reward({"length": 1.0, "repetition": 0.5})
     WeightedSum(length*1, repetition*0.5)
@@ -245,7 +261,7 @@ def make_reward(spec: RewardSpec, **kwargs: Any) -> RewardFn:
                 raise TypeError(
                     f"reward {spec!r}: options {sorted(kwargs)} only apply to registered names"
                 )
-            return _from_import_path(spec)
+            return _adapt(_from_import_path(spec))
         raise ValueError(
             f"unknown reward {spec!r}; registered rewards: {', '.join(list_rewards())}, "
             "or 'package.module:function', a callable, or a {name: weight} mix"
@@ -255,7 +271,7 @@ def make_reward(spec: RewardSpec, **kwargs: Any) -> RewardFn:
     if isinstance(spec, Mapping):
         return _mix(list(spec.items()))
     if callable(spec):
-        return spec
+        return _adapt(spec)
     if isinstance(spec, Sequence) and all(isinstance(t, tuple) and len(t) == 2 for t in spec):
         return _mix(list(spec))
     raise TypeError(
