@@ -161,8 +161,6 @@ BUILTIN_REWARDS: Mapping[str, str] = {
     "rouge2": _METRICS,
     "rouge_l": _METRICS,
     "semantic_similarity": _METRICS,
-    "fluency": "textgym.rewards.fluency",
-    "keyword_sentence": "textgym.rewards.fluency",
     "judge": "textgym.rewards.judge",
     "safety": "textgym.rewards.safety",
     "human": "textgym.feedback.human",
