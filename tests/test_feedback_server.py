@@ -99,7 +99,14 @@ def test_api_labels_a_task_and_reports_progress(server, queued, store):
         ),
         ("POST", "/api/label", {"rater": "a", "task_id": 999}, {}, 404, "no labeling task 999"),
         ("POST", "/api/label", {"rater": "", "task_id": 1}, {}, 400, "'rater' must be 1 to 100"),
-        ("POST", "/api/label", {"rater": "a", "task_id": 1, "score": 9}, {}, 400, "integer 1 to 5"),
+        (
+            "POST",
+            "/api/label",
+            {"rater": "a", "task_id": 1, "score": 9},
+            {},
+            400,
+            "whole number from 1 to 5, got 9",
+        ),
         ("POST", "/api/label", {"rater": "a", "task_id": 2, "order": [2, 3]}, {}, 400, "once each"),
         (
             "POST",

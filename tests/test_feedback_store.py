@@ -113,7 +113,7 @@ def test_bad_input_is_refused_with_a_message(store):
     a = store.add_sample("p", "a")
     b = store.add_sample("p", "b")
     other = store.add_sample("q", "c")
-    with pytest.raises(ValueError, match="score must be an int from 1 to 5"):
+    with pytest.raises(ValueError, match="score.* must be a whole number from 1 to 5, got 6"):
         store.add_rating(a, 6, rater="x")
     with pytest.raises(ValueError, match="rater must be a non-empty name"):
         store.add_rating(a, 3, rater=" ")
@@ -190,11 +190,13 @@ def test_jsonl_bad_line_adds_nothing(tmp_path, store):
     path = tmp_path / "bad.jsonl"
     good = {"type": "sample", "id": 1, "prompt": "p", "completion": "c"}
     path.write_text(json.dumps(good) + "\n" + '{"type": "rating", "sample_id": 7}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: bad rating record"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'score' is missing"):
         store.import_jsonl(path)
     assert store.counts()["samples"] == 0
     path.write_text("[1, 2]\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: each line is an object whose 'type'"):
+    with pytest.raises(
+        ValueError, match=r"bad.jsonl:1: must be a JSON object with a 'type', got number"
+    ):
         store.import_jsonl(path)
 
 

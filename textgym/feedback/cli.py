@@ -6,8 +6,15 @@
 - ``train-rm --db FILE --kind pairs|ratings|binary --out DIR``: fine-tune a reward model on the
   store's labels (every :class:`~textgym.feedback.reward_model.RewardModelConfig` field is an
   option) and print its held-out metrics;
+- ``train-disc --task NAME --out DIR [--negatives base|shuffled]``: pre-train a discriminator
+  (:mod:`textgym.rewards.discriminator`) on the task's references against the base model's
+  samples or shuffled-word texts, save it in Hugging Face format (``make_reward("discriminator",
+  path=DIR)`` loads it) and print its held-out accuracy;
 - ``stats --db FILE``: agreement statistics as JSON;
-- ``export --db FILE --out FILE.jsonl`` / ``import --db FILE --file FILE.jsonl``.
+- ``export --db FILE --out FILE [--format F]`` / ``import --db FILE --file FILE [--format F]``:
+  feedback data in and out as textgym JSONL, TRL preference or SFT data, Label Studio or
+  Argilla records (:mod:`textgym.feedback.formats`); a bad file is one line naming the file,
+  line and field, and exit code 2.
 """
 
 from __future__ import annotations
@@ -60,18 +67,55 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_config_options(train)
     train.set_defaults(func=_train_rm)
 
+    disc = commands.add_parser(
+        "train-disc", help="pre-train a discriminator: task references against other texts"
+    )
+    disc.add_argument("--task", required=True, help="a task whose samples have references")
+    disc.add_argument("--out", required=True, help="folder for the Hugging Face format model")
+    disc.add_argument(
+        "--negatives",
+        choices=("base", "shuffled"),
+        default="base",
+        help="base: samples of --model for the same prompts; shuffled: the references with "
+        "their words shuffled (no LM needed). Default base",
+    )
+    disc.add_argument("--model", default="smollm2-135m", help="the LM sampled for --negatives base")
+    disc.add_argument("--split", default="train", help="task split (default train)")
+    disc.add_argument("--limit", type=int, default=None, help="use the first N samples only")
+    disc.add_argument("--max-prompt-tokens", type=int, default=256)
+    disc.add_argument("--max-new-tokens", type=int, default=48)
+    disc.add_argument("--temperature", type=float, default=1.0, help="sampling; 0 is greedy")
+    disc.add_argument("--epochs", type=float, default=1.0, help="passes over the larger side")
+    disc.add_argument("--eval-fraction", type=float, default=0.2, help="held out per side")
+    disc.add_argument("--device", default=None, help="torch device; default CUDA if available")
+    _add_disc_options(disc)
+    disc.set_defaults(func=_train_disc)
+
     stats = commands.add_parser("stats", help="print agreement statistics as JSON")
     stats.add_argument("--db", required=True)
     stats.set_defaults(func=_stats)
 
-    export = commands.add_parser("export", help="write samples and labels as JSON lines")
+    from textgym.feedback.formats import FORMATS
+
+    export = commands.add_parser(
+        "export", help="write samples and labels (JSONL, TRL, Label Studio, Argilla)"
+    )
     export.add_argument("--db", required=True)
     export.add_argument("--out", required=True)
+    export.add_argument("--format", choices=FORMATS, default="jsonl", help="default jsonl")
     export.set_defaults(func=_export)
 
-    imp = commands.add_parser("import", help="add samples and labels from JSON lines")
+    imp = commands.add_parser(
+        "import", help="add samples and labels (JSONL, TRL, Label Studio, Argilla)"
+    )
     imp.add_argument("--db", required=True)
     imp.add_argument("--file", required=True)
+    imp.add_argument("--format", choices=FORMATS, default="jsonl", help="default jsonl")
+    imp.add_argument(
+        "--rater",
+        default=None,
+        help="rater of labels the file does not attribute (TRL data); default import:FILENAME",
+    )
     imp.set_defaults(func=_import)
 
 
@@ -98,6 +142,37 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                 choices=KINDS if f.name == "kind" else None,
                 help=docs.get(f.name),
             )
+
+
+DISC_OFFLINE_FIELDS = (
+    "base_model",
+    "batch_size",
+    "learning_rate",
+    "head_learning_rate",
+    "weight_decay",
+    "gradient_penalty",
+    "label_smoothing",
+    "max_length",
+    "seed",
+)
+"""The :class:`~textgym.rewards.discriminator.DiscriminatorConfig` fields that shape offline
+pre-training (the rest steer online updates and are options of the reward)."""
+
+
+def _add_disc_options(parser: argparse.ArgumentParser) -> None:
+    from textgym.rewards.discriminator import DiscriminatorConfig
+
+    docs = field_docs(DiscriminatorConfig)
+    types = {"int": int, "float": float, "str": str}
+    fields = {f.name: f for f in dataclasses.fields(DiscriminatorConfig)}
+    for name in DISC_OFFLINE_FIELDS:
+        f = fields[name]
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=types.get(str(f.type).split("|")[0].strip(), str),
+            default=f.default,
+            help=docs.get(name),
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -171,6 +246,50 @@ def _train_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_disc(args: argparse.Namespace) -> int:
+    from textgym.rewards.discriminator import (
+        model_samples,
+        shuffled_words,
+        task_references,
+        train_discriminator,
+    )
+    from textgym.tasks import make_task
+
+    options = {name: getattr(args, name) for name in DISC_OFFLINE_FIELDS}
+    try:
+        task = make_task(args.task)
+        positives = task_references(task, args.split, args.limit)
+        if args.negatives == "shuffled":
+            negatives = shuffled_words(positives, seed=args.seed)
+        else:
+            negatives = model_samples(
+                task,
+                args.model,
+                split=args.split,
+                limit=args.limit,
+                max_prompt_tokens=args.max_prompt_tokens,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+                seed=args.seed,
+                device=args.device,
+            )
+        disc, metrics = train_discriminator(
+            positives,
+            negatives,
+            epochs=args.epochs,
+            eval_fraction=args.eval_fraction,
+            device=args.device,
+            **options,
+        )
+    except (ValueError, OSError, KeyError) as exc:  # no references, bad encoder, unknown task
+        print(f"textgym feedback train-disc: {exc}", file=sys.stderr)
+        return 2
+    disc.save_pretrained(args.out)
+    counts = {"positives": len(positives), "negatives": len(negatives)}
+    print(json.dumps({"saved": args.out, **counts, **metrics}, indent=2))
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     from textgym.feedback.aggregate import agreement_report
     from textgym.feedback.store import FeedbackStore
@@ -181,16 +300,28 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from textgym.feedback.store import FeedbackStore
+    from textgym.feedback.formats import export_feedback
+    from textgym.feedback.store import FeedbackStore, SchemaError
 
-    with FeedbackStore(args.db) as store:
-        print(f"{store.export_jsonl(args.out)} lines written to {args.out}")
+    try:
+        with FeedbackStore(args.db) as store:
+            count = export_feedback(store, args.out, args.format)
+    except (OSError, SchemaError) as exc:
+        print(f"textgym feedback export: {exc}", file=sys.stderr)
+        return 2
+    print(f"{count} {args.format} records written to {args.out}")
     return 0
 
 
 def _import(args: argparse.Namespace) -> int:
-    from textgym.feedback.store import FeedbackStore
+    from textgym.feedback.formats import import_feedback
+    from textgym.feedback.store import FeedbackStore, SchemaError
 
-    with FeedbackStore(args.db) as store:
-        print(json.dumps(store.import_jsonl(args.file)))
+    try:
+        with FeedbackStore(args.db) as store:
+            counts = import_feedback(store, args.file, args.format, rater=args.rater)
+    except (ValueError, OSError, SchemaError) as exc:  # RecordError: file, line and field
+        print(f"textgym feedback import: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(counts))
     return 0

@@ -55,6 +55,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from textgym.feedback.aggregate import agreement_report
+from textgym.feedback.records import check_score
 from textgym.feedback.store import DuplicateLabel, FeedbackStore, LabelTask, TaskComplete
 
 logger = logging.getLogger(__name__)
@@ -176,9 +177,10 @@ class LabelingApp:
 
     def _store_label(self, task: LabelTask, rater: str, body: dict[str, Any], replace: bool) -> int:
         if task.kind == "rate":
-            score = body.get("score")
-            if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
-                raise HttpError(HTTPStatus.BAD_REQUEST, "field 'score' must be an integer 1 to 5")
+            try:  # the same rule as import and the Python API
+                score = check_score(body.get("score"))
+            except ValueError as exc:
+                raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
             comment = _text_field(body, "comment", required=False)
             return self.store.add_rating(
                 task.sample_ids[0],

@@ -40,6 +40,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -51,6 +52,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from textgym.feedback.records import (
+    FieldError,
+    RecordError,
+    check_score,
+    get_int,
+    get_list,
+    get_text,
+    get_time,
+    read_records,
+    type_name,
+)
 from textgym.io import atomic_write
 
 TaskKind = Literal["rate", "rank", "edit", "demo"]
@@ -386,8 +398,13 @@ class FeedbackStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it is committed, or none of it."""
+        """One write transaction: all of it is committed, or none of it. Inside :meth:`batch`
+        it joins the batch's transaction (this thread holds the lock, so the open transaction
+        is the batch's)."""
         with self._lock:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -395,6 +412,23 @@ class FeedbackStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def batch(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """Make every write inside the ``with`` block one transaction: an exception in it
+        leaves the store as it was (importers use it so a bad record adds nothing).
+
+        >>> import tempfile, os
+        >>> store = FeedbackStore(os.path.join(tempfile.mkdtemp(), "fb.sqlite"))
+        >>> try:
+        ...     with store.batch():
+        ...         _ = store.add_sample("p", "c")
+        ...         raise ValueError("a bad record")
+        ... except ValueError:
+        ...     pass
+        >>> store.counts()["samples"]
+        0
+        """
+        return self._write()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -514,10 +548,10 @@ class FeedbackStore:
         task_id: int | None = None,
         replace: bool = False,
     ) -> int:
-        """Record a 1-to-5 ``score`` of a sample; return the rating id."""
+        """Record a 1-to-5 ``score`` of a sample (:func:`~textgym.feedback.records.check_score`:
+        a whole number, ``4.0`` counts as 4, ``3.5`` is refused); return the rating id."""
         _check_id("sample_id", sample_id)
-        if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
-            raise ValueError(f"score must be an int from 1 to 5, got {score!r}")
+        score = check_score(score)
         rater = _check_rater(rater)
         _check_text("comment", comment)
         with self._write() as conn:
@@ -678,6 +712,14 @@ class FeedbackStore:
         if not rows:
             raise KeyError(f"no labeling task with id {task_id} in {self.path}")
         return self._task(rows[0])
+
+    def tasks(self, *, kind: str | None = None) -> list[LabelTask]:
+        """The labeling queue in id order (done tasks included), optionally one kind's."""
+        sql = "SELECT id, kind, prompt, sample_ids, needed, created FROM tasks"
+        rows = self._read(
+            sql + (" WHERE kind = ?" if kind else "") + " ORDER BY id", (kind,) if kind else ()
+        )
+        return [self._task(r) for r in rows]
 
     @staticmethod
     def _task(row: tuple) -> LabelTask:
@@ -899,31 +941,33 @@ class FeedbackStore:
 
         Sample ids are remapped (identical samples merge with stored ones); the whole file is
         one transaction, so a bad line adds nothing. Returns the number of rows read per type.
+        A bad file raises :class:`~textgym.feedback.records.RecordError`, whose message names
+        the file, the line and the field.
         """
-        records = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from exc
-                if not isinstance(rec, dict) or rec.get("type") not in _IMPORTERS:
-                    raise ValueError(
-                        f"{path}:{n}: each line is an object whose 'type' is one of "
-                        f"{sorted(_IMPORTERS)}"
-                    )
-                records.append((n, rec))
         counts: dict[str, int] = {}
         id_map: dict[int, int] = {}
-        with self._write() as conn:
-            for n, rec in records:
+        with self.batch() as conn:
+            for n, rec in read_records(path):
+                if not isinstance(rec, dict):
+                    raise RecordError(
+                        path, n, f"must be a JSON object with a 'type', got {type_name(rec)}"
+                    )
                 try:
-                    _IMPORTERS[rec["type"]](conn, rec, id_map)
-                except (KeyError, TypeError, ValueError, sqlite3.IntegrityError) as exc:
-                    raise ValueError(f"{path}:{n}: bad {rec['type']} record ({exc})") from exc
-                counts[rec["type"]] = counts.get(rec["type"], 0) + 1
+                    kind = get_text(rec, "type")
+                    if kind not in _IMPORTERS:
+                        raise FieldError(
+                            "type", f"must be one of {sorted(_IMPORTERS)}, got {kind!r}"
+                        )
+                    _IMPORTERS[kind](conn, rec, id_map)
+                except FieldError as exc:
+                    raise RecordError(path, n, exc.problem, exc.field) from None
+                except RecursionError:
+                    raise RecordError(path, n, "is nested too deeply to store") from None
+                except (ValueError, TypeError, sqlite3.IntegrityError, OverflowError) as exc:
+                    raise RecordError(
+                        path, n, f"is a bad {rec.get('type')} record ({exc})"
+                    ) from None
+                counts[kind] = counts.get(kind, 0) + 1
         return counts
 
 
@@ -932,40 +976,75 @@ def _drop_task(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _created(rec: dict[str, Any]) -> float:
+    created = get_time(rec)
+    return time.time() if created is None else created
+
+
+def _rater(rec: dict[str, Any]) -> str:
+    try:
+        return _check_rater(get_text(rec, "rater"))
+    except ValueError as exc:
+        if isinstance(exc, FieldError):
+            raise
+        raise FieldError("rater", str(exc).removeprefix("rater ")) from None
+
+
+def _sample_ref(file_id: Any, field: str, id_map: dict[int, int]) -> int:
+    """The store id of the sample that ``file_id`` (an id in the file) names."""
+    if isinstance(file_id, bool) or not isinstance(file_id, int):
+        raise FieldError(field, f"must be an integer sample id, got {file_id!r}")
+    if file_id not in id_map:
+        raise FieldError(field, f"names sample {file_id}, which no earlier 'sample' line defines")
+    return id_map[file_id]
+
+
 def _import_sample(conn: sqlite3.Connection, rec: dict, id_map: dict[int, int]) -> None:
-    key = (rec.get("task", ""), rec["prompt"], rec["completion"], rec.get("model", ""))
+    file_id = get_int(rec, "id")
+    key = (
+        get_text(rec, "task", default=""),
+        get_text(rec, "prompt"),
+        get_text(rec, "completion"),
+        get_text(rec, "model", default=""),
+    )
+    meta = rec.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise FieldError("meta", f"must be an object or null, got {type_name(meta)}")
     conn.execute(
         "INSERT OR IGNORE INTO samples (task, prompt, completion, model, meta, created) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (*key, json.dumps(rec.get("meta") or {}, sort_keys=True), rec.get("created", time.time())),
+        (*key, json.dumps(meta or {}, sort_keys=True), _created(rec)),
     )
     row = conn.execute(
         "SELECT id FROM samples WHERE task = ? AND prompt = ? AND completion = ? AND model = ?",
         key,
     ).fetchone()
-    id_map[int(rec["id"])] = int(row[0])
+    id_map[file_id] = int(row[0])
 
 
 def _import_rating(conn: sqlite3.Connection, rec: dict, id_map: dict[int, int]) -> None:
+    if "score" not in rec:
+        raise FieldError("score", "is missing")
     conn.execute(
         "INSERT INTO ratings (sample_id, score, rater, comment, created) VALUES (?, ?, ?, ?, ?)",
         (
-            id_map[rec["sample_id"]],
-            int(rec["score"]),
-            _check_rater(rec["rater"]),
-            rec.get("comment", ""),
-            rec.get("created", time.time()),
+            _sample_ref(get_int(rec, "sample_id"), "sample_id", id_map),
+            check_score(rec["score"]),
+            _rater(rec),
+            get_text(rec, "comment", default=""),
+            _created(rec),
         ),
     )
 
 
 def _import_ranking(conn: sqlite3.Connection, rec: dict, id_map: dict[int, int]) -> None:
-    ids = [id_map[i] for i in rec["sample_ids"]]
-    if len(ids) < 2:
-        raise ValueError("a ranking needs at least 2 samples")
+    items = get_list(rec, "sample_ids")
+    ids = [_sample_ref(item, f"sample_ids[{i}]", id_map) for i, item in enumerate(items)]
+    if len(ids) < 2 or len(set(ids)) != len(ids):
+        raise FieldError("sample_ids", f"must list 2 or more different samples, got {items}")
     cur = conn.execute(
         "INSERT INTO rankings (prompt, rater, created) VALUES (?, ?, ?)",
-        (rec["prompt"], _check_rater(rec["rater"]), rec.get("created", time.time())),
+        (get_text(rec, "prompt"), _rater(rec), _created(rec)),
     )
     conn.executemany(
         "INSERT INTO ranking_items (ranking_id, position, sample_id) VALUES (?, ?, ?)",
@@ -977,10 +1056,10 @@ def _import_edit(conn: sqlite3.Connection, rec: dict, id_map: dict[int, int]) ->
     conn.execute(
         "INSERT INTO edits (sample_id, text, rater, created) VALUES (?, ?, ?, ?)",
         (
-            id_map[rec["sample_id"]],
-            rec["text"],
-            _check_rater(rec["rater"]),
-            rec.get("created", time.time()),
+            _sample_ref(get_int(rec, "sample_id"), "sample_id", id_map),
+            get_text(rec, "text"),
+            _rater(rec),
+            _created(rec),
         ),
     )
 
@@ -989,23 +1068,26 @@ def _import_demonstration(conn: sqlite3.Connection, rec: dict, id_map: dict[int,
     conn.execute(
         "INSERT INTO demonstrations (task, prompt, text, rater, created) VALUES (?, ?, ?, ?, ?)",
         (
-            rec.get("task", ""),
-            rec["prompt"],
-            rec["text"],
-            _check_rater(rec["rater"]),
-            rec.get("created", time.time()),
+            get_text(rec, "task", default=""),
+            get_text(rec, "prompt"),
+            get_text(rec, "text"),
+            _rater(rec),
+            _created(rec),
         ),
     )
 
 
 def _import_label(conn: sqlite3.Connection, rec: dict, id_map: dict[int, int]) -> None:
+    label = rec.get("label")
+    if label not in (0, 1) or isinstance(label, float):
+        raise FieldError("label", f"must be 0 or 1 (or false/true), got {label!r}")
     conn.execute(
         "INSERT INTO binary_labels (sample_id, label, rater, created) VALUES (?, ?, ?, ?)",
         (
-            id_map[rec["sample_id"]],
-            int(rec["label"]),
-            _check_rater(rec["rater"]),
-            rec.get("created", time.time()),
+            _sample_ref(get_int(rec, "sample_id"), "sample_id", id_map),
+            int(label),
+            _rater(rec),
+            _created(rec),
         ),
     )
 
