@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,34 @@ def resolve(name_or_path: str | os.PathLike[str]) -> str:
     return name
 
 
+class ModelLoadError(OSError):
+    """A tokenizer or model that cannot be loaded; the message is one line naming it."""
+
+
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
+def load_error(kind: str, name: str, exc: BaseException) -> ModelLoadError:
+    """One-line :class:`ModelLoadError` for a ``kind`` ("model", "tokenizer") that failed.
+
+    >>> print(load_error("model", "/nonexistent/model", OSError("Repo id must be ...")))
+    cannot load model '/nonexistent/model': no such directory; give a local directory, a Hugging Face hub id (namespace/name; needs network) or an alias (smollm2-135m, all-minilm-l6-v2)
+    """
+    accepted = (
+        "give a local directory, a Hugging Face hub id (namespace/name; needs network) or an "
+        f"alias ({', '.join(ALIASES)})"
+    )
+    path = Path(name).expanduser()
+    if path.exists():
+        why = f"{path} is not a saved {kind} ({str(exc).splitlines()[0] if str(exc) else exc!r})"
+    elif not _HUB_ID.fullmatch(name):
+        why = "no such directory"
+    else:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        why = f"not a local directory, and the hub could not provide it ({first})"
+    return ModelLoadError(f"cannot load {kind} {name!r}: {why}; {accepted}")
+
+
 _PLAIN_FAST_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 
 
@@ -159,15 +188,18 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """A tokenizer with a pad token (EOS is used as pad when the tokenizer has none)."""
     path = resolve(name_or_path)
-    if _is_plain_fast_tokenizer(path):
-        # The class AutoTokenizer would pick, without AutoTokenizer's import of torch.
-        from transformers import PreTrainedTokenizerFast
+    try:
+        if _is_plain_fast_tokenizer(path):
+            # The class AutoTokenizer would pick, without AutoTokenizer's import of torch.
+            from transformers import PreTrainedTokenizerFast
 
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(path, **kwargs)
-    else:
-        from transformers import AutoTokenizer
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(path, **kwargs)
+        else:
+            from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:  # transformers' "not found" and "bad repo id"
+        raise load_error("tokenizer", str(name_or_path), exc) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -183,9 +215,12 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve(name_or_path), dtype=dtype or torch.float32, **kwargs
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve(name_or_path), dtype=dtype or torch.float32, **kwargs
+        )
+    except (OSError, ValueError) as exc:  # transformers' "not found" and "bad repo id"
+        raise load_error("model", str(name_or_path), exc) from exc
     return model.to(device or "cpu").eval()
 
 
