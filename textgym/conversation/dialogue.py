@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from textgym.conversation.simulators import UserSimulator, simulator_name
+from textgym.conversation.simulators import ToolFn, UserSimulator, simulator_name
 from textgym.episode import PromptEncoder, batch_meta, decode_batch
 from textgym.rewards.base import RewardFn, score
 from textgym.tasks.base import ChatMessages, Sample, prompt_text
@@ -180,6 +180,7 @@ class Dialogues:
         end_of_turn_token_id: the token that ends an agent turn.
         final_reward / turn_reward / turn_cost: the rewards (see the env's spec sheet).
         user: the simulator; user_timeout and on_user_failure: its failure policy.
+        tool: the task's answers to API calls in an agent turn (see ConversationTask).
     """
 
     def __init__(
@@ -198,6 +199,7 @@ class Dialogues:
         user: UserSimulator,
         user_timeout: float | None,
         on_user_failure: FailurePolicy,
+        tool: ToolFn | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.template = TurnTemplate(tokenizer, end_of_turn_token_id)
@@ -216,6 +218,7 @@ class Dialogues:
         self.user_name = simulator_name(user)
         self.user_timeout = user_timeout
         self.on_user_failure = on_user_failure
+        self.tool = tool
         self.user_calls = 0  # simulator calls so far: one per step at most
         self._head_cache: dict[Any, np.ndarray] = {}
 
@@ -360,9 +363,16 @@ class Dialogues:
                 reasons[i] = "max_turns"
             elif over_total[i]:
                 reasons[i] = "max_total_tokens"
-        ask = [i for i in rows if i not in reasons]
         errors: dict[int, str] = {}
         replies: dict[int, str] = {}
+        if self.tool is not None:  # API calls in the agent's turn are answered, not the user
+            for i in rows:
+                d = self.rows[i]
+                if i not in reasons and d is not None:
+                    answer = self.tool(d.messages, d.sample.meta)
+                    if answer is not None:
+                        replies[i] = answer
+        ask = [i for i in rows if i not in reasons and i not in replies]
         if ask:
             asked = [self.rows[i] for i in ask]
             self.user_calls += 1

@@ -128,6 +128,7 @@ class ConversationSetup:
             simulator,
             user_timeout,
             on_user_failure,
+            built.tool,
         )
         overhead = dialogues.encoder.text([{"role": "user", "content": "?"}])
         needed = len(tok(overhead, add_special_tokens=False)["input_ids"])

@@ -22,7 +22,7 @@ HTTP client, with its deadlines and retries) and ``human`` (a person on the cons
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from textgym.models import SMOLLM2_ALIAS
@@ -43,6 +43,14 @@ class UserSimulator(Protocol):
 
 ScriptFn = Callable[[ChatMessages, Any], "str | None"]
 """One conversation and its goal -> the next user message, or None to end."""
+
+ToolFn = Callable[[ChatMessages, Mapping[str, Any]], "str | None"]
+"""One conversation (the agent's turn last) and its sample's meta -> the answer to an API call
+in that turn (inserted as the next user-role message, in place of the user's reply, starting
+with :data:`TOOL_RESULT_PREFIX`), or None when the turn calls nothing."""
+
+TOOL_RESULT_PREFIX = "[API result"
+"""How a tool's answer starts; the replay user does not count those messages as user turns."""
 
 
 class ScriptedUser:
@@ -90,7 +98,13 @@ class ReplayUser:
         out: list[str | None] = []
         for messages, log in zip(conversations, logs, strict=True):
             # The opening holds the first user turn; later ones come from the log in order.
-            asked = sum(m["role"] == "user" for m in messages) - 1
+            asked = (
+                sum(
+                    m["role"] == "user" and not m["content"].startswith(TOOL_RESULT_PREFIX)
+                    for m in messages
+                )
+                - 1
+            )
             out.append(log[asked] if asked < len(log) else None)
         return out
 

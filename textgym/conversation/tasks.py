@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from textgym.conversation.simulators import ScriptFn
+from textgym.conversation.simulators import ScriptFn, ToolFn
+from textgym.conversation.taskmaster import taskmaster4_order
 from textgym.tasks.base import ChatMessages, Sample, Task, register_task
 
 
@@ -35,6 +36,8 @@ class ConversationTask(Task):
         turn_reward: the default per-turn reward (same protocol; the prompt is the dialogue
             before the agent's turn, the completion the turn), or None.
         turn_cost: subtracted at every agent turn (a reward of ``-turn_cost``).
+        tool: answers API calls in an agent turn from the sample (e.g. menu look-ups), in
+            place of the user's reply (``fn(messages, meta) -> str | None``), or None.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class ConversationTask(Task):
         turn_reward: Any = None,
         turn_cost: float = 0.0,
         description: str = "",
+        tool: ToolFn | None = None,
     ) -> None:
         super().__init__(name, splits, default_reward, description)
         for split, samples in self.splits.items():
@@ -60,6 +64,7 @@ class ConversationTask(Task):
         self.script = script
         self.turn_reward = turn_reward
         self.turn_cost = float(turn_cost)
+        self.tool = tool
 
 
 # -- the embedded hidden-item task -----------------------------------------------------------
@@ -183,7 +188,7 @@ def hidden_item_task(
     )
 
 
-BUILDERS = {"hidden_item": hidden_item_task}
+BUILDERS = {"hidden_item": hidden_item_task, "taskmaster4_order": taskmaster4_order}
 """Conversation task name -> builder; registered with :func:`textgym.tasks.register_task`."""
 
 
