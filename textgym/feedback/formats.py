@@ -1,21 +1,16 @@
 """Feedback data in and out: TRL datasets, Label Studio and Argilla records, textgym's own JSONL.
 
-=================  ======  ======  ===================================================
-format             out     in      what
-=================  ======  ======  ===================================================
-``jsonl``          yes     yes     everything, as :meth:`FeedbackStore.export_jsonl`
-``trl-preference`` yes     yes     ``{"prompt", "chosen", "rejected"}`` per line, one
-                                   line per pair of every ranking (TRL's DPO/reward
-                                   trainers read it)
-``trl-sft``        yes     yes     ``{"messages": [user, assistant]}`` per line, from
-                                   demonstrations and edits (TRL's SFTTrainer reads it)
-``label-studio``   yes     yes     a JSON list of Label Studio tasks for the pairwise
-                                   template below, one per compared pair, each
-                                   rater's choice an annotation
-``argilla``        yes     yes     a JSON list of Argilla records (``Record.to_dict``),
-                                   fields ``prompt``, ``response_1`` ...; each rater's
-                                   ranking a response to the question ``ranking``
-=================  ======  ======  ===================================================
+Every format goes both ways (:func:`export_feedback`, :func:`import_feedback`):
+
+- ``jsonl``: everything in the store, as :meth:`FeedbackStore.export_jsonl` writes it;
+- ``trl-preference``: ``{"prompt", "chosen", "rejected"}`` per line, one line per ordered pair of
+  every ranking (TRL's preference format, read by its DPO and reward trainers);
+- ``trl-sft``: ``{"messages": [user, assistant]}`` per line, from demonstrations and edits
+  (TRL's conversational SFT format);
+- ``label-studio``: a JSON list of Label Studio tasks for the pairwise template below, one per
+  compared pair, each rater's choice an annotation;
+- ``argilla``: a JSON list of Argilla records (as ``Record.to_dict`` writes them), fields
+  ``prompt``, ``response_1``, ...; each rater's ranking a response to the question ``ranking``.
 
 Imports accept a JSON array or JSON Lines. TRL files carry no rater, so their labels get the
 ``rater`` given to :func:`import_feedback` (default ``import:<file name>``). TRL imports accept
@@ -119,7 +114,8 @@ def import_feedback(
     how many labels of each kind were added (``unlabelled``: records that held no label).
 
     ``rater`` names who gave labels the file does not attribute (default
-    ``import:<file name>``). A bad file raises :class:`~textgym.feedback.records.RecordError`.
+    ``import:<file name>``; ``jsonl`` files name their raters). A bad file raises
+    :class:`~textgym.feedback.records.RecordError`.
     """
     _check_format(fmt)
     if fmt == "jsonl":
@@ -141,7 +137,9 @@ class _Import:
     """What an importer needs: the store, the default rater, the counts, and errors that name
     the file and line."""
 
-    def __init__(self, store: FeedbackStore, path: Path, rater: str, counts: dict[str, int]):
+    def __init__(
+        self, store: FeedbackStore, path: Path, rater: str, counts: dict[str, int]
+    ) -> None:
         self.store = store
         self.path = path
         self.rater = rater

@@ -202,7 +202,8 @@ def _decode(path: Path, text: str, start: int, line: int, base: int) -> tuple[An
         raise RecordError(
             path,
             line,
-            f"is {bad[1]}, not a finite number (JSON has no NaN or Infinity); write a number or null",
+            f"is {bad[1]}, not a finite number (JSON has no NaN or Infinity); "
+            "write a number or null",
             field=bad[0],
         )
     return value, end
