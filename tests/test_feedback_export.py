@@ -249,3 +249,18 @@ def test_cli_export_then_import(store, tmp_path, capsys, fmt):
     assert cli.main([*args, "--rater", "lab"]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts.get("ranking", 0) + counts.get("demonstration", 0) > 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_line_separators_and_quotes_inside_texts_survive(tmp_path, fmt):
+    # JSON allows U+2028 and form feeds unescaped; a reader that splits on them breaks records.
+    odd = 'line\u2028sep\x0cfeed\r\n"quoted" \\ tab\t ✨'
+    with FeedbackStore(tmp_path / "fb.sqlite") as s:
+        a, b = s.add_sample(odd, odd + " good"), s.add_sample(odd, odd + " bad")
+        s.add_ranking([a, b], rater="ann")
+        s.add_demonstration(odd, odd, rater="ann")
+        written, counts, copy = round_trip(s, tmp_path, fmt, rater="ann")
+        if fmt == "trl-sft":
+            assert [(d.prompt, d.text) for d in copy.demonstrations()] == [(odd, odd)]
+        else:
+            assert pairs(copy) == pairs(s)

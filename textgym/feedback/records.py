@@ -256,7 +256,7 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
     if stripped.startswith("["):
         yield from _array_items(path, text, len(text) - len(stripped))
         return
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
         if line.strip():
             value, end = _decode(path, line, len(line) - len(line.lstrip()), n, n)
             if line[end:].strip():
