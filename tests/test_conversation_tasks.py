@@ -72,3 +72,21 @@ def test_a_partial_order_gets_partial_credit(task):
     *_, info = play(env, [order_line(item)])
     credit = info["reward_components"]["order_success"]
     assert 0.0 < credit < 1.0 and info["finish_reason"] == "max_turns"
+
+
+def test_open_chat_scores_each_turn_against_the_logged_reply(shared_data):
+    from textgym.conversation.open_chat import open_chat
+
+    task = open_chat(shared_data, max_samples=20)
+    env = ConversationEnv(task=task, split="validation", max_context_tokens=480, max_turns=20)
+    env.reset(options={"index": 0})
+    meta = env.sample.meta
+    *_, info = play(env, [meta["replies"][0]])
+    assert info["turn_reward_components"]["logged_reply_chrf"] == pytest.approx(1.0)
+    assert info["user_message"] == meta["user_turns"][0]
+    *_, info = play(env, ["Something else entirely."])
+    assert 0.0 <= info["turn_reward_components"]["logged_reply_chrf"] < 0.5
+    obs, reward, terminated, truncated, info = play(env, ["Yes."] * 30)
+    assert terminated and info["finish_reason"] == "user_ended"
+    assert info["num_turns"] == len(meta["user_turns"]) + 1
+    assert info["reward_components"] == {"none": 0.0, "user_failure": 0.0}

@@ -346,7 +346,7 @@ class Dialogues:
             }
             total, parts = score(self.turn_reward, before, texts, None, **meta)
             turn_total += total
-        parts = {**parts, "turn_cost": np.full(rows.size, -self.turn_cost)}
+        parts = {**parts, "turn_cost": np.full(rows.size, 0.0 - self.turn_cost)}
         for k, (i, d) in enumerate(zip(rows, dialogues, strict=True)):
             rewards[i] = turn_total[k]
             infos[i] = {

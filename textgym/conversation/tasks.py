@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from textgym.conversation.open_chat import open_chat
 from textgym.conversation.simulators import ScriptFn, ToolFn
 from textgym.conversation.taskmaster import taskmaster4_order
 from textgym.tasks.base import ChatMessages, Sample, Task, register_task
@@ -188,7 +189,11 @@ def hidden_item_task(
     )
 
 
-BUILDERS = {"hidden_item": hidden_item_task, "taskmaster4_order": taskmaster4_order}
+BUILDERS = {
+    "hidden_item": hidden_item_task,
+    "taskmaster4_order": taskmaster4_order,
+    "open_chat": open_chat,
+}
 """Conversation task name -> builder; registered with :func:`textgym.tasks.register_task`."""
 
 
