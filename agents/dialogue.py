@@ -263,3 +263,54 @@ def policy_gradient_loss(
     logp = dialogue_logprobs(policy, batch, scale)
     weights = batch.action_mask * advantages.detach()
     return -(weights * logp).sum() / batch.action_mask.sum().clamp(min=1)
+
+
+def group_advantages(batch: DialogueRollout, group_size: int) -> torch.Tensor:
+    """(B, T) advantages for groups of ``group_size`` consecutive rows that share one goal:
+    each token's reward-to-go minus the mean return of the OTHER dialogues of its group
+    (RLOO's leave-one-out baseline, per token so that per-turn rewards count where they fall)."""
+    B = batch.ids.shape[0]
+    if group_size < 2 or B % group_size:
+        raise ValueError(
+            f"group_size={group_size} must be >= 2 and divide the batch of {B} dialogues"
+        )
+    returns = batch.returns.view(-1, group_size)  # (G, K)
+    baseline = (returns.sum(1, keepdim=True) - returns) / (group_size - 1)
+    return reward_to_go(batch) - baseline.reshape(B, 1)
+
+
+def train_step(
+    policy: TransformerPolicy,
+    optimizer: torch.optim.Optimizer,
+    envs: Any,
+    sampling: Sampling,
+    group_size: int,
+    generator: torch.Generator | None = None,
+    split_indices: list[int] | None = None,
+) -> dict[str, float]:
+    """One RLOO update on whole dialogues: B / ``group_size`` goals, each played
+    ``group_size`` times (a group shares one sample), then one gradient step on the masked
+    policy-gradient loss. ``split_indices`` picks the goals (default: drawn by the env).
+    Returns ``train/...`` metrics of the rollout."""
+    env = check_dialogue_env(envs)
+    B = env.num_envs
+    options = None
+    if split_indices is not None:
+        if len(split_indices) * group_size != B:
+            raise ValueError(
+                f"{len(split_indices)} goals x group_size={group_size} != {B} sub-envs"
+            )
+        options = {"index": [i for i in split_indices for _ in range(group_size)]}
+    policy.eval()
+    batch = rollout_dialogues(policy, envs, sampling, generator, options=options)
+    policy.train()
+    loss = policy_gradient_loss(policy, batch, group_advantages(batch, group_size), sampling.scale)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return {
+        "train/loss": float(loss.detach()),
+        "train/return": float(batch.returns.mean()),
+        "train/success": float(batch.success.mean()),
+        "train/turns": float(np.mean([info["num_turns"] for info in batch.infos])),
+    }

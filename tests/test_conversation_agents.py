@@ -11,9 +11,11 @@ import torch
 import textgym  # noqa: F401 - registers the env ids
 from agents.dialogue import (
     dialogue_logprobs,
+    group_advantages,
     policy_gradient_loss,
     reward_to_go,
     rollout_dialogues,
+    train_step,
 )
 from agents.policy import TransformerPolicy
 from textgym.lm import Sampling
@@ -134,3 +136,29 @@ def test_rollout_refuses_other_envs_and_dropped_turns(tokenizer):
     envs = make_envs(tokenizer, max_context_tokens=110, max_turn_tokens=24, max_turns=8)
     with pytest.raises(ValueError, match="raise max_context_tokens"):
         rollout_dialogues(policy, envs, Sampling(), torch.Generator().manual_seed(0), seed=0)
+
+
+def test_group_advantages_use_the_leave_one_out_baseline(played):
+    _, _, batch = played
+    advantages = group_advantages(batch, group_size=2)
+    returns = batch.returns
+    # At each dialogue's first column the reward-to-go is its whole return.
+    first = advantages[:, 0]
+    expected = returns - returns.view(2, 2).flip(1).reshape(4)
+    torch.testing.assert_close(first, expected)
+    with pytest.raises(ValueError, match="group_size=3 must be >= 2 and divide the batch of 4"):
+        group_advantages(batch, group_size=3)
+
+
+def test_train_step_plays_groups_that_share_a_goal(tokenizer):
+    policy = TransformerPolicy(tiny_model(tokenizer))
+    envs = make_envs(tokenizer, max_turn_tokens=3, max_turns=2)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in policy.model.parameters()]
+    metrics = train_step(
+        policy, optimizer, envs, Sampling(), 2, torch.Generator().manual_seed(0), [5, 9]
+    )
+    assert set(metrics) == {"train/loss", "train/return", "train/success", "train/turns"}
+    indices = [d.index for d in envs.unwrapped.dialogues.rows]
+    assert indices == [5, 5, 9, 9]
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True))
