@@ -147,14 +147,14 @@ GOOD = '{"document": "A text.", "summary": "Short."}\n'
     "content, message",
     [
         (GOOD.encode() + '{"document": "Café.", "summary": "x"}\n'.encode("latin-1"),
-         r"train\.jsonl line 2: not UTF-8 \(byte 0xe9 at column 18\); save the file as UTF-8"),
-        (GOOD.encode("utf-16"), r"train\.jsonl line 1: the file is UTF-16; save it as UTF-8"),
-        (GOOD.encode() + b"[" * 30000 + b"\n", r"train\.jsonl line 2: invalid JSON \(nested too deeply\)"),
+         r"train\.jsonl line 2: has byte 0xe9 at column 18, which is not UTF-8 \(a Latin-1"),
+        (GOOD.encode("utf-16"), r"train\.jsonl line 1: is UTF-16 \(it starts with a UTF-16 byte-order mark\); save it as UTF-8"),
+        (GOOD.encode() + b"[" * 30000 + b"\n", r"train\.jsonl line 2: is JSON nested too deeply to read"),
         (b'{"document": "A text.", "summary": NaN}\n',
-         r"train\.jsonl line 1: invalid JSON \(NaN is not a JSON value"),
+         r"train\.jsonl line 1: field 'summary' is NaN, not a finite number"),
         (b'{"document": "A text.", "summary": "x", "id": Infinity}\n',
-         r"train\.jsonl line 1: invalid JSON \(Infinity is not a JSON value"),
-        (GOOD.encode() + b"{oops\n", r"train\.jsonl line 2: invalid JSON \(Expecting property name"),
+         r"train\.jsonl line 1: field 'id' is Infinity, not a finite number"),
+        (GOOD.encode() + b"{oops\n", r"train\.jsonl line 2: is not JSON \(Expecting property name"),
     ],
 )  # fmt: skip
 def test_bad_data_files_name_the_file_and_line(tmp_path, content, message):
@@ -179,5 +179,7 @@ def test_a_json_file_that_is_not_utf8_is_named(tmp_path):
 
     path = tmp_path / "data.json"
     path.write_bytes('[{"text": "Ça"}]'.encode("latin-1"))
-    with pytest.raises(DataFormatError, match=r"data\.json: not UTF-8 \(byte 0xc7 at column 12\)"):
+    with pytest.raises(
+        DataFormatError, match=r"data\.json line 1: has byte 0xc7 at column 12, which is not UTF-8"
+    ):
         list(read_records(path))

@@ -269,7 +269,7 @@ def test_empty_prompt_field_is_an_error(tmp_path: Path) -> None:
 
 def test_invalid_json_and_wrong_types(tmp_path: Path) -> None:
     (tmp_path / "train.jsonl").write_text('{"document": "a", "summary": "b"}\n{oops\n')
-    with pytest.raises(DataFormatError, match=r"train\.jsonl line 2: invalid JSON"):
+    with pytest.raises(DataFormatError, match=r"train\.jsonl line 2: is not JSON"):
         make_task("xsum", path=tmp_path)
     write_jsonl(tmp_path / "train.jsonl", [{"document": ["a"], "summary": "b"}])
     with pytest.raises(
