@@ -238,6 +238,8 @@ def test_stuck_user_times_out_instead_of_hanging():
 def test_bad_arguments_get_clear_errors():
     with pytest.raises(ValueError, match="unknown user simulator 'robot'"):
         make_env(user="robot")
+    with pytest.raises(ValueError, match="user='replay' needs the logged user turns"):
+        make_env(user="replay")
     with pytest.raises(ValueError, match="on_user_failure must be one of"):
         make_env(on_user_failure="ignore")
     with pytest.raises(ValueError, match="max_turns must be a positive int, got 0"):

@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from textgym.conversation.dialogue import FAILURE_POLICIES, Dialogues, FailurePolicy, TurnTemplate
-from textgym.conversation.simulators import UserSimulator, make_user
+from textgym.conversation.simulators import ReplayUser, UserSimulator, make_user
 from textgym.conversation.tasks import ConversationTask, list_conversation_tasks
 from textgym.env import (
     TextGenEnv,
@@ -110,6 +110,14 @@ class ConversationSetup:
         if not 0 <= eot < real:
             raise ValueError(f"end_of_turn_token_id={eot!r} is not a token id of the tokenizer")
         simulator = make_user(user, built, **dict(user_kwargs or {}))
+        if isinstance(simulator, ReplayUser):
+            missing = [i for i, x in enumerate(built.split(split)) if "user_turns" not in x.meta]
+            if missing:
+                raise ValueError(
+                    f"user='replay' needs the logged user turns (meta['user_turns']) in every "
+                    f"sample; task {built.name!r} has none in sample {missing[0]} of split "
+                    f"{split!r}: use user='scripted', 'lm', 'remote', 'human' or a callable"
+                )
         turn_spec = built.turn_reward if turn_reward is None else turn_reward
         dialogues = Dialogues(
             tok,
