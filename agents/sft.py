@@ -250,7 +250,7 @@ class SFTTrainer(OfflineTrainer):
 
     >>> cfg = SFTConfig(model="tiny", task="summarize", batch_size=2, iterations=1,
     ...                 max_prompt_tokens=64, max_new_tokens=8, eval_samples=2, eval_every=1,
-    ...                 progress=False, tensorboard=False, run_dir=getfixture("tmp_path").as_posix())
+    ...                 progress=False, report_to="none", run_dir=getfixture("tmp_path").as_posix())
     >>> rows = SFTTrainer(cfg).train()
     >>> rows[-1]["iteration"], rows[-1]["eval/loss"] < rows[0]["eval/loss"]
     (1, True)

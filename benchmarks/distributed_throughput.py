@@ -39,7 +39,7 @@ def tokens_per_second(processes: int, args: argparse.Namespace, threads: int) ->
         train = ["-m", "textgym.cli", "train", "--algo", args.algo, "--model", args.model,
                  "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.new_tokens),
                  "--iterations", str(args.iterations), "--eval-every", "0", "--save-every", "0",
-                 "--no-progress", "--no-tensorboard", "--run-dir", run_dir]  # fmt: skip
+                 "--no-progress", "--report-to", "none", "--run-dir", run_dir]  # fmt: skip
         launcher = [sys.executable]
         if processes > 1:
             launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",

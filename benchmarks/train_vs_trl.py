@@ -70,7 +70,7 @@ def run_ours(algo: str, args: argparse.Namespace, reward: SoftKeywordCoverage) -
             completions_per_prompt=args.group, max_new_tokens=args.new_tokens,
             iterations=args.steps + 1, learning_rate=LEARNING_RATE, kl_coef=KL_COEF,
             num_epochs=1, num_minibatches=1, eval_every=0, save_every=0, progress=False,
-            tensorboard=False, run_dir=run_dir, device=args.device,
+            report_to="none", run_dir=run_dir, device=args.device,
         )  # fmt: skip
         trainer = Trainer(config, reward=reward)
         trainer.step()  # warm-up

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         learning_rate=1e-3 if args.quick else 2e-5,
         eval_every=0,
         eval_samples=4 if args.quick else 8,
-        tensorboard=False,
+        report_to="none",
         progress=not args.quick,
         device="cpu",
     )

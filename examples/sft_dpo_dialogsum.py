@@ -138,7 +138,7 @@ def main() -> None:
         eval_samples=args.eval_samples,
         save_every=0,
         device="cpu",
-        tensorboard=False,
+        report_to="none",
     )
     sft = SFTTrainer(
         SFTConfig(

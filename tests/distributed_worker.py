@@ -42,7 +42,7 @@ def worker_config(algo: str, run_dir: str, iterations: int) -> TrainConfig:
     return make_config(
         algo, model="tiny", task="keywords", batch_size=4, max_new_tokens=4, top_k=8,
         iterations=iterations, save_every=1, eval_every=2, eval_samples=2, progress=False,
-        tensorboard=False, run_dir=run_dir, kl_coef=0.1, learning_rate=1e-3,
+        report_to="none", run_dir=run_dir, kl_coef=0.1, learning_rate=1e-3,
     )  # fmt: skip
 
 

@@ -27,7 +27,7 @@ TINY = {
     "eval_samples": 2,
     "save_every": 0,
     "progress": False,
-    "tensorboard": False,
+    "report_to": "none",
 }
 
 

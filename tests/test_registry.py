@@ -68,7 +68,7 @@ def toy():
 
 TINY = {"model": "tiny", "task": "keywords", "batch_size": 2, "max_new_tokens": 3, "top_k": 8,
         "iterations": 1, "eval_every": 0, "save_every": 0, "progress": False,
-        "tensorboard": False}  # fmt: skip
+        "report_to": "none"}  # fmt: skip
 
 
 def test_a_registered_algorithm_trains_through_agents_train(toy, tmp_path):
@@ -83,7 +83,7 @@ def test_a_registered_algorithm_trains_through_agents_train(toy, tmp_path):
 def test_a_registered_algorithm_trains_from_the_command_line(toy, tmp_path, capsys):
     args = ["train", "--algo", "toy", "--model", "tiny", "--batch-size", "2", "--max-new-tokens",
             "3", "--top-k", "8", "--iterations", "1", "--eval-every", "0", "--baseline", "0.1",
-            "--no-progress", "--no-tensorboard", "--run-dir", str(tmp_path)]  # fmt: skip
+            "--no-progress", "--report-to", "none", "--run-dir", str(tmp_path)]  # fmt: skip
     assert cli.main(args) == 0
     assert "done in" in capsys.readouterr().out
     with open(tmp_path / "metrics.csv") as f:

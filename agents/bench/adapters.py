@@ -87,7 +87,7 @@ def train_registered(spec: RunSpec) -> Trained:
         "model": b.model, "tokenizer": b.tokenizer, "task": spec.task, "seed": spec.seed,
         "device": b.device, "batch_size": b.batch_size, "max_prompt_tokens": b.max_prompt_tokens,
         "max_new_tokens": b.max_new_tokens, "iterations": cap, "eval_every": 0,
-        "save_every": b.save_every, "tensorboard": False, "progress": False,
+        "save_every": b.save_every, "report_to": "none", "progress": False,
         "run_dir": str(spec.run_dir / "train"),
         **spec.options,
     }  # fmt: skip
