@@ -13,8 +13,8 @@ work per turn is alike.
   user turn and the next header) are prefilled into the cache as they arrive. It includes all
   of the env's work (turn logic, simulator calls, rewards).
 
-Reported: median seconds per batch of dialogues over ``--repeats`` timed runs after a warm-up,
-agent tokens per second, and the ratio.
+Reported: median seconds per batch of dialogues over ``--repeats`` timed runs after a warm-up
+(the two interleaved), agent tokens per second, and the ratio.
 
     python benchmarks/dialogue_rollout.py [--models tiny,smollm2-135m] [--batch 16]
         [--turns 4] [--turn-tokens 24] [--repeats 3] [--threads N] [--device cpu]
@@ -41,15 +41,20 @@ def fixed_user(conversations, goals, **meta):
     return [USER_REPLY] * len(conversations)
 
 
-def timed(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
-    """Median seconds of ``fn`` over ``repeats`` runs after a warm-up, and its token count."""
-    fn()
-    times, tokens = [], 0
+def timed_pair(
+    first: Callable[[], int], second: Callable[[], int], repeats: int
+) -> tuple[tuple[float, int], tuple[float, int]]:
+    """Median seconds and token count of each function over ``repeats`` runs after a warm-up,
+    the two interleaved so that a change in the machine's load hits both alike."""
+    first(), second()
+    times: tuple[list[float], list[float]] = ([], [])
+    tokens = [0, 0]
     for _ in range(repeats):
-        start = time.perf_counter()
-        tokens = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), tokens
+        for k, fn in enumerate((first, second)):
+            start = time.perf_counter()
+            tokens[k] = fn()
+            times[k].append(time.perf_counter() - start)
+    return (statistics.median(times[0]), tokens[0]), (statistics.median(times[1]), tokens[1])
 
 
 def generate_loop(
@@ -108,8 +113,7 @@ def compare(
             model, tokenizer, openings, turns, turn_tokens, envs.end_of_turn_token_id, device
         )
 
-    ours_s, ours_tokens = timed(ours, repeats)
-    base_s, base_tokens = timed(baseline, repeats)
+    (ours_s, ours_tokens), (base_s, base_tokens) = timed_pair(ours, baseline, repeats)
     ratio = (ours_tokens / ours_s) / (base_tokens / base_s)
     print(
         f"{name:>14} B={batch} turns={turns} N={turn_tokens}: rollout {ours_s:.2f} s "
