@@ -269,13 +269,9 @@ class Dialogues:
             head = heads[k] if k in heads else self._head_cache[keys[k]]
             if head.size > self.C:
                 raise self._budget_error(int(head.size), f"the opening of sample {index}")
-            opening = sample.prompt
-            messages = (
-                [{"role": "user", "content": opening}]
-                if isinstance(opening, str)
-                else [dict(m) for m in opening]
-            )
-            self.rows[i] = Dialogue(sample, index, messages, head)
+            row = Dialogue(sample, index, [], head)
+            row.messages = [dict(m) for m in row.opening]
+            self.rows[i] = row
             self._write_context(i, head)
 
     def reset_info(self, i: int) -> dict[str, Any]:
