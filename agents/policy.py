@@ -271,6 +271,7 @@ class Rollout:
     components: dict[str, np.ndarray] = field(default_factory=dict)  # reward parts, (B,) each
     prompts: list[str] = field(default_factory=list)
     completions: list[str] = field(default_factory=list)
+    references: list[list[str]] = field(default_factory=list)  # each row's task references
     finish_reasons: list[str] = field(default_factory=list)
 
     @property
@@ -344,6 +345,7 @@ def rollout(
     values = torch.zeros(B, N, device=device) if record_values else None
     scores = np.zeros(B, dtype=np.float32)
     prompts, completions, reasons = [""] * B, [""] * B, [""] * B
+    references: list[list[str]] = [[] for _ in range(B)]
     components: dict[str, np.ndarray] = {}
 
     with autocast:
@@ -367,6 +369,7 @@ def rollout(
             for i in done:
                 prompts[i] = info["prompt"][i]
                 completions[i] = info["completion"][i]
+                references[i] = list(info["references"][i])
                 reasons[i] = info["finish_reason"][i]
             for name, value in info.get("reward_components", {}).items():
                 if not name.startswith("_"):  # "_name" keys are Gymnasium's row masks
@@ -401,6 +404,7 @@ def rollout(
         components=components,
         prompts=prompts,
         completions=completions,
+        references=references,
         finish_reasons=reasons,
     )
 

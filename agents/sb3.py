@@ -73,6 +73,7 @@ from textgym.lm import (
     sample_tokens,
     value_head,
 )
+from textgym.rewards.online import OnlineReward, online_rewards
 from textgym.wrappers import kl_penalty
 
 ModelSpec = str | os.PathLike[str] | nn.Module | PretrainedConfig
@@ -373,6 +374,100 @@ class KLRewardCallback(BaseCallback):
             self.logger.record("rollout/kl", float(np.mean(self.kl)))
 
 
+class OnlineRewardCallback(BaseCallback):
+    """Trains the rewards that learn online (a discriminator) beside any SB3 agent.
+
+    Give it the reward object the envs score with: build the reward once and pass the same
+    object to ``gym.make(..., reward=...)`` and here (the reward itself, or a weighted sum with
+    online terms). At each step the callback keeps the prompt, completion and references of
+    every episode that ended; at the end of each rollout every online reward observes them
+    (its ``update_every`` counts rollouts) and its stats are logged (``train/disc_loss``,
+    ``train/disc_accuracy``, ...) with the mean of its reward component over those episodes
+    (``train/reward/<label>``). The envs must run in this process (``DummyVecEnv``, SB3's
+    default): ``SubprocVecEnv`` gives each worker a copy of the reward, which this callback
+    cannot train, and :meth:`_on_training_start` says so. ``reward.state_dict()`` is what to
+    save beside ``model.save()`` for a resume.
+
+    >>> import gymnasium as gym, textgym
+    >>> from textgym.models import tiny_model
+    >>> class Counter:  # an online reward that counts what it observed
+    ...     name, online, seen = "counter", True, 0
+    ...     def __call__(self, prompts, completions, references, **meta):
+    ...         return np.zeros(len(completions), dtype=np.float32)
+    ...     def observe(self, prompts, completions, references):
+    ...         self.seen += len(completions)
+    ...         return {"seen": float(self.seen)}
+    ...     def evaluate(self, prompts, completions, references): return {}
+    ...     def state_dict(self): return {"seen": self.seen}
+    ...     def load_state_dict(self, state): self.seen = state["seen"]
+    >>> reward = Counter()
+    >>> env = gym.make("TextGen-v0", task="summarize", reward=reward, max_new_tokens=2)
+    >>> model = PPO("LMPolicy", env, n_steps=4, batch_size=4, n_epochs=1,
+    ...             policy_kwargs={"model": tiny_model(env.unwrapped.tokenizer)})
+    >>> _ = model.learn(4, callback=OnlineRewardCallback(reward))
+    >>> reward.seen >= 2  # episodes of at most 2 tokens: at least 2 in 4 steps
+    True
+    """
+
+    def __init__(self, reward: Any, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.online: list[tuple[str, OnlineReward]] = online_rewards(reward)
+        if not self.online:
+            raise ValueError(
+                f"{reward!r} holds no reward that learns online (e.g. a DiscriminatorReward "
+                "with online=True); nothing for OnlineRewardCallback to train"
+            )
+        self.episodes: list[tuple[str, str, list[str]]] = []  # ended in the current rollout
+        self.components: dict[str, list[float]] = {}
+
+    def _on_training_start(self) -> None:
+        try:
+            scorers = self.training_env.get_attr("reward_fn")
+        except AttributeError as exc:
+            raise TypeError("OnlineRewardCallback needs TextGen-v0 envs (reward_fn)") from exc
+        for label, reward in self.online:
+            other = [
+                i
+                for i, fn in enumerate(scorers)
+                if not any(inner is reward for _, inner in online_rewards(fn))
+            ]
+            if other:
+                raise ValueError(
+                    f"envs {other} do not score with this {label!r} reward object, so training "
+                    "it would not change their rewards: pass the same object to gym.make(..., "
+                    "reward=...) and to the callback, and run the envs in this process "
+                    "(DummyVecEnv; SubprocVecEnv copies the reward into each worker)"
+                )
+
+    def _on_rollout_start(self) -> None:
+        self.episodes, self.components = [], {}
+
+    def _on_step(self) -> bool:
+        for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+            if done and "completion" in info:  # an episode that ended scored (not truncated)
+                self.episodes.append((info["prompt"], info["completion"], list(info["references"])))
+                for label, _ in self.online:
+                    value = info.get("reward_components", {}).get(label)
+                    if value is not None:
+                        self.components.setdefault(label, []).append(float(value))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if not self.episodes:
+            return
+        prompts, completions, references = (
+            list(column) for column in zip(*self.episodes, strict=True)
+        )
+        for label, reward in self.online:
+            stats = reward.observe(prompts, completions, references)
+            prefix = "train/" if len(self.online) == 1 else f"train/{label}/"
+            for key, value in stats.items():
+                self.logger.record(prefix + key, value)
+            if self.components.get(label):
+                self.logger.record(f"train/reward/{label}", float(np.mean(self.components[label])))
+        self.episodes, self.components = [], {}
+
+
 def register_policies() -> None:
     """Make ``"LMPolicy"`` a policy name of PPO, A2C and MaskablePPO (done on import)."""
     PPO.policy_aliases["LMPolicy"] = LMActorCriticPolicy
@@ -386,6 +481,7 @@ __all__ = [
     "KLRewardCallback",
     "LMActorCriticPolicy",
     "MaskableLMActorCriticPolicy",
+    "OnlineRewardCallback",
     "build_lm",
     "register_policies",
 ]

@@ -166,6 +166,7 @@ BUILTIN_REWARDS: Mapping[str, str] = {
     "human": "textgym.feedback.human",
     "hf_classifier": _REWARD_MODEL,
     "reward_model": _REWARD_MODEL,
+    "discriminator": "textgym.rewards.discriminator",
 }
 """Built-in reward name -> the module whose import registers it.
 
