@@ -14,7 +14,8 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from agents.config import field_docs
+from agents.config import TrainConfig, field_docs
+from agents.config_file import ConfigFileError, coerce_fields, read_config_file
 
 DEMO_DEFAULTS: dict[str, Any] = {
     # SmolLM2-135M-Instruct with PPO on the keywords task; about 6-8 minutes on 2 CPU cores.
@@ -64,7 +65,7 @@ class _OptionsParser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         ns, extras = super().parse_known_args(args, namespace)
         if extras:
-            algo = getattr(ns, "algo", "ppo")
+            algo = getattr(ns, "algo", None) or "ppo"
             self.error(
                 f"unknown option(s) {' '.join(extras)}; valid options for {algo}: "
                 + ", ".join(_valid_options(algo) + ["--resume"])
@@ -126,15 +127,16 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--algo",
-        default="ppo",
+        default=None,
         choices=list(_algorithms()),
-        help="training algorithm (default: ppo)",
+        help="training algorithm (default: the config file's algo, else ppo)",
     )
     parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --run-dir from its latest checkpoint",
     )
+    _add_config_file_option(parser)
     _add_config_options(parser, {})
     parser.set_defaults(func=_train)
 
@@ -145,14 +147,29 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         "train SmolLM2-135M-Instruct with PPO on the keywords task on CPU (offline, < 10 min)",
     )
-    parser.add_argument("--algo", default="ppo", choices=list(_algorithms()), help="algorithm")
+    parser.add_argument("--algo", default=None, choices=list(_algorithms()), help="algorithm")
     parser.add_argument("--resume", action="store_true", help="continue the demo run")
+    _add_config_file_option(parser)
     _add_config_options(parser, DEMO_DEFAULTS)
     parser.set_defaults(func=_demo)
 
 
-def _options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
-    valid = {f.name for f in dataclasses.fields(_algorithms()[args.algo])}
+def _add_config_file_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML or TOML file of options (and algo); options on the command line override it; "
+        "examples/configs/ has one per algorithm and task",
+    )
+
+
+def _options(
+    args: argparse.Namespace, defaults: dict[str, Any], from_file: dict[str, Any]
+) -> dict[str, Any]:
+    """The config options: ``defaults``, then the config file's, then the command line's."""
+    cls = _algorithms()[args.algo]
+    valid = {f.name for f in dataclasses.fields(cls)}
+    from_file = coerce_fields(cls, from_file, f"config file {args.config} (algo {args.algo})")
     given = {
         name: value for name in _all_fields() if (value := getattr(args, name, None)) is not None
     }
@@ -162,17 +179,33 @@ def _options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, An
             f"textgym {args.command}: option(s) {['--' + u.replace('_', '-') for u in unknown]} "
             f"do not apply to {args.algo}; valid options: {', '.join(_valid_options(args.algo))}"
         )
-    return {**{k: v for k, v in defaults.items() if k in valid}, **given}
+    return {**{k: v for k, v in defaults.items() if k in valid}, **from_file, **given}
+
+
+def config_from_args(args: argparse.Namespace, defaults: dict[str, Any]) -> TrainConfig:
+    """The run's config: ``defaults``, then ``--config FILE``, then the command line; sets
+    ``args.algo`` (the command line's, else the file's, else ppo)."""
+    from agents.registry import make_config
+
+    from_file = read_config_file(args.config) if args.config else {}
+    file_algo = from_file.pop("algo", None)
+    if file_algo is not None and file_algo not in _algorithms():
+        raise ConfigFileError(
+            f"config file {args.config}: unknown algo {file_algo!r}; valid: "
+            + ", ".join(_algorithms())
+        )
+    args.algo = args.algo or file_algo or "ppo"
+    return make_config(args.algo, **_options(args, defaults, from_file))
 
 
 def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
-    from agents.registry import build_trainer, make_config
+    from agents.registry import build_trainer
     from agents.trainer import TrainingStopped
 
     try:
-        config = make_config(args.algo, **_options(args, defaults))
+        config = config_from_args(args, defaults)
         trainer = build_trainer(config, resume=args.resume)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:  # bad options, models, rewards, run dirs
         print(f"textgym {args.command}: error: {exc}", file=sys.stderr)
         return 2
     start = time.perf_counter()

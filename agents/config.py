@@ -9,21 +9,67 @@ command line's ``--help`` and the code say the same thing.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from agents.tracking import parse_report_to
 from textgym.fields import field_docs as field_docs  # re-exported: agents.cli reads it here
+from textgym.tasks.base import SPLITS
 
 LR_SCHEDULES = ("constant", "linear")
+MIN_PROMPT_TOKENS = 32
+"""The smallest prompt budget P a run accepts: SmolLM2's chat template alone takes 30 tokens
+(its system prompt and the role markers), and a budget that cannot hold the template keeps
+only the template's tail, so the policy never sees the task."""
+MAX_SEED = 2**32 - 1
+"""The largest seed (NumPy's and Gymnasium's seeding range starts at 0)."""
 
 
-def _check_ints(config: object, names: tuple[str, ...], minimum: int) -> None:
+def check_ints(config: object, names: tuple[str, ...], minimum: int) -> None:
     """Raise unless each named field of ``config`` is an int >= ``minimum``."""
     for name in names:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
             raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def check_real(
+    config: object,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
+    """Raise unless field ``name`` of ``config`` is a finite number in the given interval
+    (``open_low`` / ``open_high`` exclude the bound); ``nan`` and ``inf`` are never accepted.
+
+    >>> from types import SimpleNamespace
+    >>> check_real(SimpleNamespace(gamma=float("nan")), "gamma", 0, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: gamma must be a finite number in [0, 1], got nan
+    """
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if open_low else value >= low
+    if ok and high is not None:
+        ok = value < high if open_high else value <= high
+    if ok:
+        return
+    if low is not None and high is not None:
+        where = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    elif low is not None:
+        where = f"{'>' if open_low else '>='} {low:g}"
+    elif high is not None:
+        where = f"{'<' if open_high else '<='} {high:g}"
+    else:
+        where = ""
+    raise ValueError(f"{name} must be a finite number {where}".rstrip() + f", got {value!r}")
 
 
 @dataclass
@@ -43,9 +89,9 @@ class TrainConfig:
     reward: str | None = None
     """Reward spec (registered name or "module:function"); default: the task's own reward."""
     split: str = "train"
-    """Task split the training prompts are drawn from."""
+    """Task split the training prompts are drawn from: "train", "validation" or "test"."""
     eval_split: str = "validation"
-    """Task split for periodic evaluation (falls back to "test" when the task has no validation split)."""
+    """Task split for periodic evaluation: "train", "validation" or "test" (falls back to "test" when the task has no validation split)."""
     chat_template: bool = True
     """Wrap prompts in the tokenizer's chat template."""
 
@@ -53,7 +99,7 @@ class TrainConfig:
     batch_size: int = 16
     """Episodes (completions) per iteration, all generated in one lockstep batch."""
     max_prompt_tokens: int = 128
-    """Prompt budget P (longer prompts keep their end)."""
+    """Prompt budget P (longer prompts keep their end); at least 32, which holds SmolLM2's chat template (30 tokens) and a little text."""
     max_new_tokens: int = 32
     """Completion budget N: an episode ends at EOS or after N tokens."""
 
@@ -61,7 +107,7 @@ class TrainConfig:
     iterations: int = 100
     """Training iterations (one rollout + one update each)."""
     learning_rate: float = 1e-5
-    """AdamW learning rate."""
+    """AdamW learning rate (finite, > 0)."""
     lr_schedule: str = "constant"
     """"constant" or "linear" (decay to 0 over ``iterations``)."""
     weight_decay: float = 0.0
@@ -87,7 +133,7 @@ class TrainConfig:
     mixed_precision: bool = True
     """bf16 autocast on CUDA (weights stay float32); ignored on CPU."""
     seed: int = 0
-    """Seed of prompt sampling, token sampling and minibatch shuffling."""
+    """Seed of prompt sampling, token sampling and minibatch shuffling (0 to 2**32 - 1)."""
 
     # -- run management
     run_dir: str | None = None
@@ -98,20 +144,33 @@ class TrainConfig:
     """Validation prompts per evaluation (greedy decoding, fixed order)."""
     save_every: int = 10
     """Write a checkpoint every this many iterations and at the end (0 = only at the end)."""
-    tensorboard: bool = True
-    """Also log metrics to TensorBoard event files under run_dir/tb."""
+    report_to: str = "tensorboard"
+    """Experiment trackers that get the metrics besides run_dir/metrics.csv (always written; what a resume restores), comma-separated, through accelerate's trackers: tensorboard (run_dir/tb), trackio, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab; "all" (every installed one) or "none"."""
+    project: str = "textgym"
+    """Project (experiment, for mlflow) the trackers other than TensorBoard file the run under; the run is named after run_dir."""
     progress: bool = True
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "max_prompt_tokens", "max_new_tokens", "iterations",
-                    "grad_accum_steps", "eval_samples")  # fmt: skip
-        _check_ints(self, positive, 1)
-        _check_ints(self, ("eval_every", "save_every", "lora_r"), 0)
-        for name in ("learning_rate", "max_grad_norm", "kl_coef", "weight_decay"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        positive = ("batch_size", "max_new_tokens", "iterations", "grad_accum_steps",
+                    "eval_samples", "lora_alpha")  # fmt: skip
+        check_ints(self, positive, 1)
+        check_ints(self, ("eval_every", "save_every", "lora_r", "seed"), 0)
+        check_ints(self, ("max_prompt_tokens",), MIN_PROMPT_TOKENS)
+        if self.seed > MAX_SEED:
+            raise ValueError(f"seed must be an int from 0 to 2**32 - 1, got {self.seed!r}")
+        check_real(self, "learning_rate", 0, open_low=True)
+        for name in ("max_grad_norm", "kl_coef", "weight_decay"):
+            check_real(self, name, 0)
+        check_real(self, "lora_dropout", 0, 1, open_high=True)
+        parse_report_to(self.report_to)
+        if not isinstance(self.project, str) or not self.project.strip():
+            raise ValueError(f"project must be a non-empty name, got {self.project!r}")
+        for name in ("split", "eval_split"):
+            if getattr(self, name) not in SPLITS:
+                raise ValueError(
+                    f"{name} must be one of {list(SPLITS)}, got {getattr(self, name)!r}"
+                )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}"
@@ -145,6 +204,8 @@ class OnPolicyConfig(TrainConfig):
     """Passes over each rollout batch."""
     num_minibatches: int = 1
     """Optimizer steps per epoch; the batch is shuffled and split into this many minibatches."""
+    max_abs_reward: float = 1e6
+    """Stop the run when a reward's magnitude exceeds this (finite, > 0): such a reward is almost always a broken one, it drowns the KL term and overflows float32 losses."""
 
     @property
     def group_size(self) -> int:
@@ -152,12 +213,11 @@ class OnPolicyConfig(TrainConfig):
         return 1
 
     def __post_init__(self) -> None:
-        _check_ints(self, ("num_epochs", "num_minibatches"), 1)
-        _check_ints(self, ("top_k",), 0)
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 for training, got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        check_ints(self, ("num_epochs", "num_minibatches"), 1)
+        check_ints(self, ("top_k",), 0)
+        check_real(self, "temperature", 0, open_low=True)
+        check_real(self, "max_abs_reward", 0, open_low=True)
+        check_real(self, "top_p", 0, 1, open_low=True)
         super().__post_init__()
         if self.batch_size % self.group_size:
             raise ValueError(

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.algorithm import LossAndStats
-from agents.config import OfflineConfig
+from agents.config import OfflineConfig, check_real
 from agents.offline import OfflineTrainer, open_store
 from agents.policy import evaluate_tokens
 from agents.trainer import TrainerOptions
@@ -67,8 +67,7 @@ class DPOConfig(OfflineConfig):
             )
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {self.loss_type!r}")
-        if not 0 <= self.eval_fraction < 1:
-            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
+        check_real(self, "eval_fraction", 0, 1, open_high=True)
 
 
 def dpo_loss(

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from agents.algorithm import KLController, LossAndStats
-from agents.config import OnPolicyConfig
+from agents.config import OnPolicyConfig, check_real
 from agents.policy import Rollout
 from agents.rloo import sequence_loss
 from agents.runtime import Runtime
@@ -45,6 +45,7 @@ class GRPOConfig(OnPolicyConfig):
                 f"completions_per_prompt must be an int >= 2 (a group baseline needs others), got {self.completions_per_prompt!r}"
             )
         super().__post_init__()
+        check_real(self, "clip_range", 0, open_low=True)
 
 
 def group_advantages(rewards: torch.Tensor, k: int, scale: bool = True) -> torch.Tensor:

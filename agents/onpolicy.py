@@ -20,6 +20,7 @@ from agents.algorithm import LossAndStats, OnPolicyAlgorithm
 from agents.config import OnPolicyConfig
 from agents.policy import Rollout, Sampling, evaluate_tokens, rollout
 from agents.trainer import BaseTrainer
+from textgym.rewards.online import online_rewards
 from textgym.vector import TextGenVectorEnv
 
 
@@ -30,7 +31,7 @@ class OnPolicyTrainer(BaseTrainer):
 
     >>> from agents import PPOConfig, Trainer
     >>> cfg = PPOConfig(model="tiny", batch_size=2, max_new_tokens=2, iterations=1, top_k=8,
-    ...                 eval_every=0, save_every=0, progress=False, tensorboard=False,
+    ...                 eval_every=0, save_every=0, progress=False, report_to="none",
     ...                 run_dir=getfixture("tmp_path").as_posix())
     >>> rows = Trainer(cfg).train()
     >>> rows[-1]["iteration"], "train/reward" in rows[-1]
@@ -48,6 +49,16 @@ class OnPolicyTrainer(BaseTrainer):
         self.sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
         self.envs = TextGenVectorEnv(num_envs=cfg.batch_size, split=cfg.split, **self.env_kwargs)
         self.envs.reset(seed=seed)
+        # The eval envs score with this same reward object, so that a reward learning beside
+        # the policy (a discriminator) is evaluated as it stands, not as a fresh copy.
+        self.env_kwargs["reward"] = self.envs.reward_fn
+        self.online_rewards = online_rewards(self.envs.reward_fn)
+        if self.online_rewards and self.runtime.num_processes > 1:
+            raise ValueError(
+                f"rewards that learn online ({[label for label, _ in self.online_rewards]}) "
+                "train in one process only; run without multiple processes, or pre-train them "
+                "and load them fixed (online=False)"
+            )
         self.kl = self.algorithm.kl_controller()
         self.generator = self.runtime.generator(seed)
         self.rng = np.random.default_rng(seed)  # minibatch shuffling
@@ -92,6 +103,12 @@ class OnPolicyTrainer(BaseTrainer):
         start = time.perf_counter()
         batch = self.collect()
         rollout_s = time.perf_counter() - start
+        worst = float(batch.scores.abs().max())
+        if worst > cfg.max_abs_reward:
+            raise ValueError(
+                f"a reward of magnitude {worst:g} exceeds max_abs_reward={cfg.max_abs_reward:g}; "
+                "fix or rescale the reward (or raise --max-abs-reward if it is meant to be this large)"
+            )
         mean = rt.mean  # over the episodes of every process
         metrics: dict[str, float] = {
             "train/reward": mean(batch.scores),
@@ -104,6 +121,7 @@ class OnPolicyTrainer(BaseTrainer):
         if batch.ref_logprobs is not None:
             metrics["train/kl"] = mean(((batch.logprobs - batch.ref_logprobs) * batch.mask).sum(-1))
         metrics["train/kl_coef"] = self.kl.value
+        metrics.update(self.train_online_rewards(batch))
         targets, stats = self.algorithm.targets(batch, self.kl.value, rt)
         metrics.update(stats)
         update_start = time.perf_counter()
@@ -116,6 +134,16 @@ class OnPolicyTrainer(BaseTrainer):
         metrics["time/update_s"] = end - update_start
         metrics["time/tokens_per_s"] = float(rt.sum(batch.mask.sum())) / (end - start)
         self.last_batch = batch  # the latest rollout, for inspection and benchmarks
+        return metrics
+
+    def train_online_rewards(self, batch: Rollout) -> dict[str, float]:
+        """Let the rewards that learn online (a discriminator) learn from the rollout; only
+        their own parameters change. Returns their stats as ``train/...`` metrics."""
+        metrics: dict[str, float] = {}
+        for label, reward in self.online_rewards:
+            stats = reward.observe(batch.prompts, batch.completions, batch.references)
+            prefix = "train/" if len(self.online_rewards) == 1 else f"train/{label}/"
+            metrics.update({prefix + key: value for key, value in stats.items()})
         return metrics
 
     def update(self, batch: Rollout, targets: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -188,11 +216,21 @@ class OnPolicyTrainer(BaseTrainer):
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "kl": self.kl.state_dict()}
+        online = {label: reward.state_dict() for label, reward in self.online_rewards}
+        return {**super().state_dict(), "kl": self.kl.state_dict(), "online_rewards": online}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         super()._load_state(state)
         self.kl.load_state_dict(state["kl"])
+        saved = state.get("online_rewards", {})
+        labels = [label for label, _ in self.online_rewards]
+        if sorted(saved) != sorted(labels):
+            raise ValueError(
+                f"the checkpoint holds the online rewards {sorted(saved)}, this run has {labels}; "
+                "resume with the reward it was trained with"
+            )
+        for label, reward in self.online_rewards:
+            reward.load_state_dict(saved[label])
 
     def _rng_state(self) -> dict[str, Any]:
         return {

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 
 from agents.algorithm import KLController, LossAndStats
-from agents.config import OnPolicyConfig
+from agents.config import OnPolicyConfig, check_ints, check_real
 from agents.policy import Rollout
 from agents.runtime import Runtime, masked_mean, whiten
 
@@ -49,16 +49,13 @@ class PPOConfig(OnPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError(
-                f"gamma and gae_lambda must be in [0, 1], got {self.gamma!r}, {self.gae_lambda!r}"
-            )
-        if self.clip_range <= 0 or self.clip_range_value < 0:
-            raise ValueError(
-                f"clip_range must be > 0 and clip_range_value >= 0, got {self.clip_range!r}, {self.clip_range_value!r}"
-            )
-        if self.kl_target <= 0 or self.kl_horizon < 1:
-            raise ValueError("kl_target must be > 0 and kl_horizon >= 1")
+        for name in ("gamma", "gae_lambda"):
+            check_real(self, name, 0, 1)
+        check_real(self, "clip_range", 0, open_low=True)
+        for name in ("clip_range_value", "vf_coef"):
+            check_real(self, name, 0)
+        check_real(self, "kl_target", 0, open_low=True)
+        check_ints(self, ("kl_horizon",), 1)
 
 
 def kl_penalised_rewards(

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 
 from agents.algorithm import KLController, LossAndStats
-from agents.config import OnPolicyConfig
+from agents.config import OnPolicyConfig, check_real
 from agents.policy import Rollout
 from agents.ppo import PPO, clipped_policy_loss, clipped_value_loss, gae, kl_penalised_rewards
 from agents.runtime import Runtime, masked_mean, whiten
@@ -29,6 +29,10 @@ class REINFORCEConfig(OnPolicyConfig):
     """Weight of the baseline's (value head's) MSE loss."""
     whiten_advantages: bool = True
     """Normalise advantages over the batch's tokens."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_real(self, "vf_coef", 0)
 
 
 class REINFORCE(PPO):

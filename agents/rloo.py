@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 
 from agents.algorithm import KLController, LossAndStats
-from agents.config import OnPolicyConfig
+from agents.config import OnPolicyConfig, check_real
 from agents.policy import Rollout
 from agents.ppo import clipped_policy_loss
 from agents.runtime import Runtime, whiten
@@ -42,6 +42,7 @@ class RLOOConfig(OnPolicyConfig):
                 f"completions_per_prompt must be an int >= 2 (a group baseline needs others), got {self.completions_per_prompt!r}"
             )
         super().__post_init__()
+        check_real(self, "clip_range", 0, open_low=True)
 
 
 def leave_one_out_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:

@@ -4,7 +4,8 @@ accumulation, evaluation, logging, checkpoints and the run directory.
 What it trains on is the subclass's: :class:`agents.onpolicy.OnPolicyTrainer` collects rollouts
 (PPO, RLOO, GRPO, REINFORCE), :class:`agents.offline.OfflineTrainer` reads a fixed data set
 (SFT, DPO). Around their ``step``: periodic greedy evaluation on the validation split with a
-table of samples, metrics to CSV and TensorBoard, atomic checkpoints with every RNG state so
+table of samples, metrics to CSV and the experiment trackers (TensorBoard, trackio, wandb,
+mlflow, ... through accelerate), atomic checkpoints with every RNG state so
 that a resumed run reproduces an unbroken one, and at the end a reward plot and the policy in
 Hugging Face format.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -32,14 +34,21 @@ from agents.hub import MODEL_CARD, model_card
 from agents.models import build_model
 from agents.policy import Sampling, TransformerPolicy, load_value_head, policy_dir, rollout
 from agents.runtime import make_runtime
-from agents.tracking import MetricsLogger, atomic_write, plot_rewards, samples_table
+from agents.tracking import (
+    MetricsLogger,
+    atomic_write,
+    parse_report_to,
+    plot_rewards,
+    samples_table,
+)
 from textgym.models import SMOLLM2_ALIAS, load_tokenizer
 from textgym.rewards.base import RewardSpec
+from textgym.rewards.online import OnlineReward
 from textgym.tasks import make_task
 from textgym.vector import TextGenVectorEnv
 
 # Changing these between a checkpoint and its resume does not change what is computed.
-RUN_CONTROL_FIELDS = {"iterations", "progress", "tensorboard", "save_every", "device"}
+RUN_CONTROL_FIELDS = {"iterations", "progress", "report_to", "project", "save_every", "device"}
 
 
 class TrainerOptions(TypedDict, total=False):
@@ -138,6 +147,9 @@ class BaseTrainer(abc.ABC):
             "copy": False,
         }
         self._eval_envs: TextGenVectorEnv | None = None
+        # (label, reward) of the rewards that learn beside the policy: a subclass that trains
+        # them (the on-policy trainer) fills this in _setup; evaluate() reports them.
+        self.online_rewards: list[tuple[str, OnlineReward]] = []
         self._setup(self.runtime.process_seed(config.seed))  # each process its own shard
 
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -172,7 +184,14 @@ class BaseTrainer(abc.ABC):
                 json.dumps(config.to_dict(), indent=2, default=str) + "\n",
             )
         main = self.runtime.is_main_process  # only process 0 writes logs
-        self.logger = MetricsLogger(self.run_dir, config.tensorboard and main, rows, write=main)
+        self.logger = MetricsLogger(
+            self.run_dir,
+            parse_report_to(config.report_to) if main else (),
+            rows,
+            write=main,
+            project=config.project,
+            config=config.to_dict(),
+        )
 
     # -- what a subclass adds ----------------------------------------------------------------
     @abc.abstractmethod
@@ -203,16 +222,25 @@ class BaseTrainer(abc.ABC):
         """
         rt = self.runtime
         self.optimizer.zero_grad(set_to_none=True)
+        total_loss = torch.zeros((), device=rt.device)
         for micro_batch in micro_batches:
             loss, stats = micro_batch()
             rt.backward(loss)
+            total_loss += loss.detach()
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value.detach()
-        norm = None
-        if self.config.max_grad_norm > 0:
-            norm = float(rt.clip_grad_norm(self.params, self.config.max_grad_norm))
+        # The norm is taken even unclipped (max_norm inf): a non-finite one must stop the run
+        # before optimizer.step() writes NaN into every weight.
+        max_norm = self.config.max_grad_norm or float("inf")
+        norm = float(rt.clip_grad_norm(self.params, max_norm))
+        if not (math.isfinite(float(total_loss)) and math.isfinite(norm)):
+            raise FloatingPointError(
+                f"non-finite loss ({float(total_loss)}) or gradient norm ({norm}) at iteration "
+                f"{self.iteration + 1}; the weights were not updated. Lower --learning-rate, "
+                "check the reward's scale, or set --max-grad-norm"
+            )
         self.optimizer.step()
-        return norm
+        return norm if self.config.max_grad_norm > 0 else None
 
     # -- evaluation --------------------------------------------------------------------------
     @property
@@ -244,6 +272,10 @@ class BaseTrainer(abc.ABC):
         for name, values in batch.components.items():
             metrics[f"eval/{name}"] = float(np.mean(values))
         metrics["eval/length"] = float(batch.lengths.mean())
+        for label, reward in self.online_rewards:  # e.g. a discriminator's held-out accuracy
+            stats = reward.evaluate(batch.prompts, batch.completions, batch.references)
+            prefix = "eval/" if len(self.online_rewards) == 1 else f"eval/{label}/"
+            metrics.update({prefix + key: value for key, value in stats.items()})
         table = samples_table(batch.prompts, batch.completions, batch.scores.tolist())
         return metrics, table
 
@@ -289,15 +321,16 @@ class BaseTrainer(abc.ABC):
                     bar.set_postfix(reward=f"{metrics['train/reward']:.3f}")
                 self._say(self._line(metrics))
         except Exception as exc:
+            self.logger.close()  # flush the trackers; a resume reopens them
             checkpoint = latest_checkpoint(self.run_dir)
             where = (
-                f"the last checkpoint {checkpoint} is intact"
+                f"the last checkpoint {checkpoint} is intact; continue with resume=True / --resume"
                 if checkpoint
-                else "no checkpoint was written yet"
+                else "no checkpoint was written yet; start again without --resume"
             )
             raise TrainingStopped(
                 f"training stopped at iteration {self.iteration + 1}: {type(exc).__name__}: {exc} "
-                f"({where}; continue with resume=True / --resume)"
+                f"({where})"
             ) from exc
         finally:
             bar.close()

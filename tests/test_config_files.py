@@ -112,3 +112,14 @@ def test_bench_file_and_command_line(tmp_path):
         ConfigFileError, match=r"unknown key\(s\) \['budget'\]; valid keys: algos, tasks, seeds"
     ):
         bench_config(_bench_args("--config", str(path)))
+
+
+def test_bench_numbers_are_validated(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("algos: ppo\ntasks: keywords\nbudget_seconds: .nan\n")
+    with pytest.raises(ValueError, match="budget_seconds must be a finite number >= 0, got nan"):
+        bench_config(_bench_args("--config", str(path)))
+    with pytest.raises(ValueError, match="budget_tokens must be an int >= 0, got -5"):
+        bench_config(
+            _bench_args("--config", str(path), "--budget-tokens", "-5", "--budget-seconds", "1")
+        )

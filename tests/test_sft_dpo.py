@@ -19,7 +19,7 @@ from textgym import cli
 from textgym.feedback.store import FeedbackStore
 from textgym.models import tiny_model
 
-RUN = {"model": "tiny", "save_every": 0, "progress": False, "tensorboard": False}
+RUN = {"model": "tiny", "save_every": 0, "progress": False, "report_to": "none"}
 TOPICS = [
     "rivers",
     "bread",
@@ -146,7 +146,7 @@ def test_sft_from_a_feedback_store_on_the_command_line(tmp_path, capsys):
     store.close()
     args = ["train", "--algo", "sft", "--data", str(path), "--model", "tiny", "--task", "summarize",
             "--batch-size", "4", "--iterations", "2", "--max-new-tokens", "8", "--eval-every", "0",
-            "--no-progress", "--no-tensorboard", "--run-dir", str(tmp_path / "run")]  # fmt: skip
+            "--no-progress", "--report-to", "none", "--run-dir", str(tmp_path / "run")]  # fmt: skip
     assert cli.main(args) == 0
     assert "train/loss" in capsys.readouterr().out
     rows = _rows(tmp_path / "run")
@@ -183,7 +183,9 @@ def test_settings_are_validated_with_actionable_messages():
         ValueError, match=r"loss_type must be one of \['sigmoid', 'ipo'\], got 'hinge'"
     ):
         DPOConfig(loss_type="hinge")
-    with pytest.raises(ValueError, match=r"eval_fraction must be in \[0, 1\), got 1"):
+    with pytest.raises(
+        ValueError, match=r"eval_fraction must be a finite number in \[0, 1\), got 1"
+    ):
         DPOConfig(eval_fraction=1)
     with pytest.raises(
         ValueError, match="dpo needs preference pairs: set data to a feedback store"

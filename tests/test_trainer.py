@@ -34,7 +34,7 @@ TINY = {
     "eval_every": 0,
     "save_every": 0,
     "progress": False,
-    "tensorboard": False,
+    "report_to": "none",
 }
 
 
@@ -204,7 +204,7 @@ def test_killing_the_process_loses_at_most_the_work_since_the_last_checkpoint(tm
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "textgym.cli", "train", "--model", "tiny", "--batch-size",
                "4", "--max-new-tokens", "4", "--top-k", "8", "--iterations", "400",
-               "--save-every", "1", "--eval-every", "0", "--no-progress", "--no-tensorboard",
+               "--save-every", "1", "--eval-every", "0", "--no-progress", "--report-to", "none",
                "--run-dir", str(run_dir)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command, env=env, cwd=ROOT)
@@ -229,14 +229,14 @@ def test_unknown_algorithm_and_option_list_the_valid_ones(tmp_path):
         make_config("ppo", lr=1e-3)
     with pytest.raises(ValueError, match="batch_size=6 must be a multiple of group_size=4"):
         make_config("grpo", batch_size=6)
-    with pytest.raises(ValueError, match="temperature must be > 0 for training"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         make_config("ppo", temperature=0)
 
 
 def test_command_line_trains_and_reports_errors(tmp_path, capsys):
     args = ["train", "--algo", "rloo", "--model", "tiny", "--batch-size", "4", "--max-new-tokens",
             "3", "--top-k", "8", "--iterations", "2", "--eval-every", "0", "--no-progress",
-            "--no-tensorboard", "--run-dir", str(tmp_path)]  # fmt: skip
+            "--report-to", "none", "--run-dir", str(tmp_path)]  # fmt: skip
     assert cli.main(args) == 0
     assert "done in" in capsys.readouterr().out
     assert len(_rows(tmp_path)) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any
 from agents.bench.adapters import bench_algorithms
 from agents.bench.config import INT_OPTIONS, BenchConfig
 from agents.bench.grid import run_grid
+from agents.config_file import coerce_fields, read_config_file
 
 
 def _value(text: str) -> Any:
@@ -66,23 +68,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "run on the same held-out prompts, and write a report. Finished runs are skipped on "
         "a rerun.",
     )
-    p.add_argument("--algos", default="ppo,rloo,grpo,reinforce",
-                   help=f"comma-separated; valid: {', '.join(bench_algorithms())}")  # fmt: skip
-    p.add_argument("--tasks", default="dialogsum,taskmaster4", help="comma-separated task names")
+    # Defaults are None: what is unset comes from --config FILE, then from BenchConfig.
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML or TOML file of grid settings (BenchConfig fields); the options "
+                        "below override it")  # fmt: skip
+    p.add_argument("--algos", help=f"comma-separated (default: {','.join(d['algos'].default)}); "
+                   f"valid: {', '.join(bench_algorithms())}")  # fmt: skip
+    p.add_argument("--tasks", help="comma-separated task names (default: dialogsum,taskmaster4)")
     p.add_argument(
-        "--seeds", default="3", help="a count (3 = 0,1,2) or a list (0,5,7; seed 1 alone: 1,)"
+        "--seeds", help="a count (3 = 0,1,2) or a list (0,5,7; seed 1 alone: 1,); default 3"
     )
-    p.add_argument("--budget-tokens", type=int, default=d["budget_tokens"].default,
-                   help="environment tokens per run (0 = no limit)")  # fmt: skip
-    p.add_argument("--budget-seconds", type=float, default=0.0,
-                   help="training seconds per run (0 = no limit)")  # fmt: skip
-    p.add_argument("--model", default=d["model"].default)
-    p.add_argument("--tokenizer", default=None)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--out", default=d["out_dir"].default, help="output directory")
+    p.add_argument("--budget-tokens", type=int,
+                   help=f"environment tokens per run (0 = no limit; default {d['budget_tokens'].default})")  # fmt: skip
+    p.add_argument("--budget-seconds", type=float,
+                   help="training seconds per run (0 = no limit, the default)")  # fmt: skip
+    p.add_argument("--model", help=f"default {d['model'].default}")
+    p.add_argument("--tokenizer")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument(
+        "--out", dest="out_dir", help=f"output directory (default {d['out_dir'].default})"
+    )
     for name in INT_OPTIONS:
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=d[name].default)
-    p.add_argument("--save-policy", action="store_true", help="keep each trained policy")
+        p.add_argument("--" + name.replace("_", "-"), type=int, help=f"default {d[name].default}")
+    p.add_argument("--save-policy", action="store_true", default=None,
+                   help="keep each trained policy")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="[ALGO.]KEY=VALUE",
                    help="config option for every algorithm (or ALGO's only); repeatable")  # fmt: skip
     p.add_argument("--no-report", action="store_true", help="skip writing OUT/report.md")
@@ -90,29 +99,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_main)
 
 
+def _as_tuple(value: Any, parse: Any) -> Any:
+    """A comma-separated string (command line, or a file) through ``parse``; lists as given."""
+    return parse(value) if isinstance(value, str) else value
+
+
+def bench_config(args: argparse.Namespace) -> BenchConfig:
+    """The grid: BenchConfig's defaults, then ``--config FILE``, then the command line."""
+    settings = read_config_file(args.config) if args.config else {}
+    settings = coerce_fields(BenchConfig, settings, f"config file {args.config}")
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(BenchConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    settings.update(given)
+    if "seeds" in settings:
+        seeds = settings["seeds"]
+        settings["seeds"] = parse_seeds(str(seeds)) if isinstance(seeds, (str, int)) else seeds
+    for name in ("algos", "tasks"):
+        if name in settings:
+            settings[name] = _as_tuple(settings[name], _csv)
+    options = settings.get("options", {})
+    for algo, values in parse_options(args.set).items():  # --set adds to the file's options
+        options[algo] = {**options.get(algo, {}), **values}
+    settings["options"] = options
+    if args.quiet:
+        settings["progress"] = False
+    return BenchConfig(**settings)
+
+
 def _main(args: argparse.Namespace) -> int:
     try:
-        bench = BenchConfig(
-            algos=_csv(args.algos),
-            tasks=_csv(args.tasks),
-            seeds=parse_seeds(args.seeds),
-            budget_tokens=args.budget_tokens,
-            budget_seconds=args.budget_seconds,
-            model=args.model,
-            tokenizer=args.tokenizer,
-            device=args.device,
-            out_dir=args.out,
-            batch_size=args.batch_size,
-            max_prompt_tokens=args.max_prompt_tokens,
-            max_new_tokens=args.max_new_tokens,
-            eval_prompts=args.eval_prompts,
-            eval_batch_size=args.eval_batch_size,
-            save_every=args.save_every,
-            save_policy=args.save_policy,
-            options=parse_options(args.set),
-            progress=not args.quiet,
-        )
-    except ValueError as exc:
+        bench = bench_config(args)
+    except (ValueError, TypeError) as exc:
         print(f"textgym bench: error: {exc}", file=sys.stderr)
         return 2
     start = time.perf_counter()
@@ -125,4 +145,4 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "parse_options", "parse_seeds"]
+__all__ = ["add_parser", "bench_config", "parse_options", "parse_seeds"]

@@ -13,6 +13,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from agents.bench.adapters import bench_algorithms, option_names
+from agents.config import check_ints, check_real
 
 
 @dataclass
@@ -74,11 +75,8 @@ class BenchConfig:
             not isinstance(s, int) or s < 0 for s in self.seeds
         ):
             raise ValueError(f"seeds must be distinct ints >= 0, got {list(self.seeds)}")
-        if self.budget_tokens < 0 or self.budget_seconds < 0:
-            raise ValueError(
-                f"budgets must be >= 0, got budget_tokens={self.budget_tokens}, "
-                f"budget_seconds={self.budget_seconds}"
-            )
+        check_ints(self, ("budget_tokens", "save_every"), 0)
+        check_real(self, "budget_seconds", 0)
         if not self.budget_tokens and not self.budget_seconds:
             raise ValueError("set a budget: budget_tokens > 0 and/or budget_seconds > 0")
         for name in ("batch_size", "max_prompt_tokens", "max_new_tokens", "eval_prompts",
