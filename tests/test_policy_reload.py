@@ -12,7 +12,7 @@ import yaml
 
 import textgym
 from agents import TransformerPolicy, build_trainer, load_policy, make_config, push_to_hub
-from agents.cli import _options, add_train_parser
+from agents.cli import add_train_parser, config_from_args
 from agents.hub import train_command
 from agents.policy import policy_dir
 
@@ -95,7 +95,7 @@ def test_the_command_in_the_card_rebuilds_the_config(finished):
     add_train_parser(parser.add_subparsers(dest="command"))
     argv = shlex.split(train_command(trainer.config))[1:]
     args = parser.parse_args(argv)
-    rebuilt = make_config(args.algo, **_options(args, {}))
+    rebuilt = config_from_args(args, {})
     assert rebuilt == trainer.config
 
 
