@@ -10,6 +10,11 @@ validation goal played the same number of times, the same sampling seed) is meas
 and after.
 
     OMP_NUM_THREADS=2 python examples/conversation_rloo.py [--iterations 40] [--lr 1e-4]
+
+Measured once with the defaults (2026-12-04, a 2-core CPU shared with other jobs, 1757 s in
+all; 32 dialogues an iteration): validation success (32 dialogues, 8 goals x 4) rose from 0.125
+to 0.469; training success averaged 0.106 over iterations 0-4 and 0.444 over 35-39, with
+turns per dialogue falling from 2.9 to 2.4 (the agent guesses sooner).
 """
 
 from __future__ import annotations
