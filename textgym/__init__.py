@@ -6,13 +6,13 @@
 
 from gymnasium.envs.registration import register, registry
 
-from textgym import rewards, tasks
+from textgym import conversation, rewards, tasks
 from textgym.env import TextGenEnv
 from textgym.rewards import RewardFn, WeightedSum, list_rewards, make_reward, register_reward
 from textgym.tasks import Sample, Task, list_tasks, make_task, register_task
 from textgym.vector import TextGenVectorEnv
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # TextGen-v0 takes any task; the variants fix one (e.g. gym.make("TextGen-DialogSum-v0")).
 TASK_VARIANTS = {
@@ -39,6 +39,14 @@ for _variant, _task in TASK_VARIANTS.items():
             kwargs={"task": _task} if _task else {},
         )
 
+# A whole dialogue with a simulated user (TextGen-Dialogue-v0 is the single-turn task).
+if "TextGen-Conversation-v0" not in registry:
+    register(
+        id="TextGen-Conversation-v0",
+        entry_point="textgym.conversation.env:ConversationEnv",
+        vector_entry_point="textgym.conversation.vector:ConversationVectorEnv",
+    )
+
 __all__ = [
     "RewardFn",
     "Sample",
@@ -46,6 +54,7 @@ __all__ = [
     "TextGenEnv",
     "TextGenVectorEnv",
     "WeightedSum",
+    "conversation",
     "list_rewards",
     "list_tasks",
     "make_reward",
