@@ -11,19 +11,29 @@ inserted tokens, with ``action_mask`` marking the agent's tokens. Only those are
 loss (:func:`policy_gradient_loss`) is masked to them, and per-turn rewards sit at the last
 token of their turn. :func:`dialogue_logprobs` is the no-cache forward over the same sequences
 that training uses; it equals the rollout's KV-cache log-probs (tested to 1e-4).
+
+:func:`train_step` runs one update of PPO, RLOO, GRPO or REINFORCE (:class:`DialogueConfig`)
+on such rollouts with the single-turn pieces of :mod:`agents.ppo`, :mod:`agents.rloo` and
+:mod:`agents.grpo`: PPO's GAE runs over agent tokens only (:func:`dialogue_gae`), and every
+loss and KL term is masked to agent tokens.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from agents import grpo
+from agents.config import check_ints, check_real
 from agents.policy import TransformerPolicy
+from agents.ppo import clipped_policy_loss, clipped_value_loss, gae
+from agents.rloo import leave_one_out_advantages
+from agents.runtime import whiten
 from textgym.conversation.vector import ConversationVectorEnv
 from textgym.lm import Sampling, sample_tokens, token_logprobs
 
@@ -235,9 +245,28 @@ def dialogue_logprobs(
 ) -> torch.Tensor:
     """(B, T) log-probs of every token under the policy from ONE no-cache forward over the
     whole dialogues (column 0 is 0: nothing predicts it); mask with ``batch.action_mask``."""
-    logits, _, _ = policy.lm_forward(policy.model, batch.ids[:, :-1], batch.attention[:, :-1])
+    return dialogue_forward(policy, policy.model, batch, scale)[0]
+
+
+def dialogue_forward(
+    policy: TransformerPolicy | torch.nn.Module,
+    model: torch.nn.Module,
+    batch: DialogueRollout,
+    scale: float = 1.0,
+    values: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``model``'s (the policy's or its reference's) (B, T) token log-probs and, with
+    ``values``, the value head's V of the state before each column, from one no-cache forward
+    (column t is predicted from position t - 1; column 0 gets 0)."""
+    logits, hidden, _ = policy.lm_forward(
+        model, batch.ids[:, :-1], batch.attention[:, :-1], hidden=values
+    )
     logp = token_logprobs(logits, batch.ids[:, 1:], scale)
-    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+    first = torch.zeros_like(logp[:, :1])
+    if not values:
+        return torch.cat([first, logp], dim=1), None
+    value = policy.value_head(hidden.float()).squeeze(-1)  # type: ignore[union-attr]
+    return torch.cat([first, logp], dim=1), torch.cat([first, value], dim=1)
 
 
 def reward_to_go(batch: DialogueRollout) -> torch.Tensor:
@@ -274,9 +303,156 @@ def group_advantages(batch: DialogueRollout, group_size: int) -> torch.Tensor:
         raise ValueError(
             f"group_size={group_size} must be >= 2 and divide the batch of {B} dialogues"
         )
-    returns = batch.returns.view(-1, group_size)  # (G, K)
-    baseline = (returns.sum(1, keepdim=True) - returns) / (group_size - 1)
-    return reward_to_go(batch) - baseline.reshape(B, 1)
+    returns = batch.returns
+    baseline = returns - leave_one_out_advantages(returns, group_size)  # the others' mean
+    return reward_to_go(batch) - baseline[:, None]
+
+
+def dialogue_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    action_mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's :func:`~agents.ppo.gae` over each dialogue's agent tokens only: user and template
+    tokens are state, not time steps, so a turn's last token hands on directly to the next
+    turn's first (a per-turn reward enters at its turn's last token). Inputs and the returned
+    ``(advantages, returns)`` are (B, T), 0 off agent tokens.
+
+    >>> adv, ret = dialogue_gae(torch.tensor([[0.0, 1.0, 0.0, 2.0]]), torch.zeros(1, 4),
+    ...                         torch.tensor([[0.0, 1.0, 0.0, 1.0]]), 1.0, 1.0)
+    >>> adv.tolist()  # the user token at column 2 neither discounts nor breaks the return
+    [[0.0, 3.0, 0.0, 2.0]]
+    """
+    order = torch.argsort(1 - action_mask, dim=1, stable=True)  # agent columns first, in order
+    index = order[:, : max(int(action_mask.sum(1).max()), 1)]
+    mask = action_mask.gather(1, index)
+    advantages, returns = gae(rewards.gather(1, index), values.gather(1, index), mask, gamma, lam)
+    # The gathered padding has mask 0, so scattering writes 0 back to non-agent columns.
+    return (
+        torch.zeros_like(rewards).scatter(1, index, advantages),
+        torch.zeros_like(rewards).scatter(1, index, returns),
+    )
+
+
+DIALOGUE_ALGOS = ("ppo", "rloo", "grpo", "reinforce")
+
+
+@dataclass
+class DialogueConfig:
+    """How :func:`train_step` turns B whole dialogues into one update (see each field)."""
+
+    algo: str = "rloo"
+    """One of :data:`DIALOGUE_ALGOS`: ``ppo`` (GAE on the value head, clipped losses),
+    ``reinforce`` (reward-to-go minus the value head's baseline), ``rloo`` (reward-to-go minus
+    the leave-one-out mean return of the group), ``grpo`` (group-standardised return)."""
+    epochs: int = 1
+    """Gradient steps on each rollout (the ratio clip of PPO/RLOO/GRPO acts from the second)."""
+    kl_coef: float = 0.0
+    """KL penalty to the policy's reference on agent tokens (0 = none): in the token rewards
+    for PPO, REINFORCE and RLOO, a k3 loss term for GRPO."""
+    clip_range: float = 0.2
+    """Ratio clip epsilon of PPO, RLOO and GRPO."""
+    gamma: float = 1.0
+    """PPO's discount per agent token."""
+    gae_lambda: float = 0.95
+    """PPO's GAE lambda (REINFORCE uses 1: Monte-Carlo returns)."""
+    vf_coef: float = 0.1
+    """Weight of the value loss (PPO, REINFORCE)."""
+    clip_range_value: float = 0.2
+    """PPO's clip of the value update around the rollout's values (0 = none)."""
+    whiten_advantages: bool = True
+    """PPO/REINFORCE: normalise advantages over the batch's agent tokens."""
+    scale_rewards: bool = True
+    """GRPO: divide by the group's return std (False: only subtract the mean, Dr. GRPO)."""
+
+    def __post_init__(self) -> None:
+        if self.algo not in DIALOGUE_ALGOS:
+            raise ValueError(
+                f"algo must be one of {', '.join(DIALOGUE_ALGOS)} for whole dialogues, "
+                f"got {self.algo!r}"
+            )
+        check_ints(self, ("epochs",), 1)
+        for name in ("gamma", "gae_lambda"):
+            check_real(self, name, 0, 1)
+        check_real(self, "clip_range", 0, open_low=True)
+        for name in ("kl_coef", "vf_coef", "clip_range_value"):
+            check_real(self, name, 0)
+
+    @property
+    def uses_values(self) -> bool:
+        return self.algo in ("ppo", "reinforce")
+
+    @property
+    def uses_groups(self) -> bool:
+        return self.algo in ("rloo", "grpo")
+
+
+@torch.no_grad()
+def dialogue_targets(
+    policy: TransformerPolicy,
+    batch: DialogueRollout,
+    config: DialogueConfig,
+    group_size: int,
+    scale: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """(B, T) ``advantages`` (and ``returns`` for the value loss, ``ref_logprobs`` for GRPO's
+    KL term) of ``config.algo``; rows come in groups of ``group_size`` sharing a goal."""
+    mask = batch.action_mask
+    kl = torch.zeros_like(mask)
+    ref_logprobs = None
+    if config.kl_coef > 0:
+        with policy.reference_mode_on() as reference:
+            ref_logprobs = dialogue_forward(policy, reference, batch, scale)[0]
+        kl = (batch.logprobs - ref_logprobs) * mask
+    if config.algo == "grpo":
+        returns = grpo.group_advantages(batch.returns, group_size, config.scale_rewards)
+        targets = {"advantages": returns[:, None] * mask}
+        return targets if ref_logprobs is None else {**targets, "ref_logprobs": ref_logprobs}
+    penalised = replace(batch, rewards=batch.rewards - config.kl_coef * kl)
+    if config.algo == "rloo":
+        return {"advantages": group_advantages(penalised, group_size) * mask}
+    if batch.values is None:
+        raise ValueError(f"{config.algo} needs the rollout's values: record_values=True")
+    gamma, lam = (config.gamma, config.gae_lambda) if config.algo == "ppo" else (1.0, 1.0)
+    advantages, returns = dialogue_gae(penalised.rewards, batch.values, mask, gamma, lam)
+    if config.whiten_advantages:
+        advantages = whiten(advantages, mask)
+    return {"advantages": advantages, "returns": returns}
+
+
+def dialogue_loss(
+    policy: TransformerPolicy | torch.nn.Module,
+    batch: DialogueRollout,
+    targets: dict[str, torch.Tensor],
+    config: DialogueConfig,
+    scale: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``config.algo``'s loss on whole dialogues, every term masked to agent tokens and divided
+    by their number: PPO's clipped surrogate against the rollout's log-probs (plain for
+    REINFORCE), the value loss (PPO, REINFORCE), GRPO's k3 KL term. Returns ``(loss, stats)``."""
+    mask = batch.action_mask
+    denom = float(mask.sum().clamp(min=1))
+    logp, values = dialogue_forward(policy, policy.model, batch, scale, config.uses_values)
+    clip = None if config.algo == "reinforce" else config.clip_range
+    loss, sums = clipped_policy_loss(logp, batch.logprobs, targets["advantages"], mask, clip, denom)
+    stats = {f"train/{k}": float(v) / denom for k, v in sums.items()}
+    stats["train/policy_loss"] = float(loss.detach())
+    if config.uses_values:
+        assert values is not None and batch.values is not None
+        value_clip = config.clip_range_value if config.algo == "ppo" else 0.0
+        value_loss = clipped_value_loss(
+            values, batch.values, targets["returns"], mask, value_clip, denom
+        )
+        stats["train/value_loss"] = float(value_loss.detach())
+        loss = loss + config.vf_coef * value_loss
+    if "ref_logprobs" in targets:
+        diff = torch.where(mask > 0, targets["ref_logprobs"] - logp, 0.0)
+        kl_loss = ((diff.exp() - diff - 1) * mask).sum() / denom
+        stats["train/kl_loss"] = float(kl_loss.detach())
+        loss = loss + config.kl_coef * kl_loss
+    return loss, stats
 
 
 def train_step(
@@ -287,13 +463,23 @@ def train_step(
     group_size: int,
     generator: torch.Generator | None = None,
     split_indices: list[int] | None = None,
+    config: DialogueConfig | None = None,
 ) -> dict[str, float]:
-    """One RLOO update on whole dialogues: B / ``group_size`` goals, each played
-    ``group_size`` times (a group shares one sample), then one gradient step on the masked
-    policy-gradient loss. ``split_indices`` picks the goals (default: drawn by the env).
-    Returns ``train/...`` metrics of the rollout."""
+    """One update of ``config.algo`` (default RLOO) on whole dialogues: B / ``group_size``
+    goals, each played ``group_size`` times (a group shares one sample; RLOO and GRPO need
+    >= 2), then ``config.epochs`` gradient steps on :func:`dialogue_loss`. ``split_indices``
+    picks the goals (default: drawn by the env). Returns ``train/...`` metrics."""
+    config = config if config is not None else DialogueConfig()
     env = check_dialogue_env(envs)
     B = env.num_envs
+    smallest = 2 if config.uses_groups else 1
+    if group_size < smallest or B % group_size:
+        raise ValueError(
+            f"group_size={group_size} must be >= {smallest} for {config.algo} and divide "
+            f"the batch of {B} dialogues"
+        )
+    if config.kl_coef > 0 and not policy.has_reference:
+        raise ValueError("kl_coef > 0 needs a policy with a reference (reference='copy')")
     options = None
     if split_indices is not None:
         if len(split_indices) * group_size != B:
@@ -302,14 +488,19 @@ def train_step(
             )
         options = {"index": [i for i in split_indices for _ in range(group_size)]}
     policy.eval()
-    batch = rollout_dialogues(policy, envs, sampling, generator, options=options)
+    batch = rollout_dialogues(
+        policy, envs, sampling, generator, options=options, record_values=config.uses_values
+    )
+    targets = dialogue_targets(policy, batch, config, group_size, sampling.scale)
     policy.train()
-    loss = policy_gradient_loss(policy, batch, group_advantages(batch, group_size), sampling.scale)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+    for _ in range(config.epochs):
+        loss, stats = dialogue_loss(policy, batch, targets, config, sampling.scale)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     return {
         "train/loss": float(loss.detach()),
+        **stats,
         "train/return": float(batch.returns.mean()),
         "train/success": float(batch.success.mean()),
         "train/turns": float(np.mean([info["num_turns"] for info in batch.infos])),

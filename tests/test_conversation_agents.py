@@ -10,7 +10,12 @@ import torch
 
 import textgym  # noqa: F401 - registers the env ids
 from agents.dialogue import (
+    DIALOGUE_ALGOS,
+    DialogueConfig,
+    dialogue_gae,
     dialogue_logprobs,
+    dialogue_loss,
+    dialogue_targets,
     group_advantages,
     policy_gradient_loss,
     reward_to_go,
@@ -36,14 +41,11 @@ def make_envs(tokenizer, **kwargs):
     return gym.make_vec("TextGen-Conversation-v0", num_envs=4, tokenizer=tokenizer, **kw)
 
 
-@pytest.fixture(scope="module")
-def played(tokenizer):
-    torch.manual_seed(0)
+def guessing_policy(tokenizer, envs):
+    """A policy that writes a few words and the end-of-turn token (an LM head with a bias), so
+    that turns end at different steps in different rows (ragged insertions) and some guesses
+    end dialogues."""
     policy = TransformerPolicy(tiny_model(tokenizer))
-    envs = make_envs(tokenizer)
-    # A policy that writes a few words and the end-of-turn token (an LM head with a bias), so
-    # that turns end at different steps in different rows (ragged insertions) and some
-    # guesses end dialogues.
     favoured = [tokenizer.encode(w)[0] for w in (" Can", " it", " fly", "?", " cat", " dog")]
     favoured.append(envs.unwrapped.end_of_turn_token_id)
     head = torch.nn.Linear(64, len(tokenizer), bias=True)
@@ -53,6 +55,14 @@ def played(tokenizer):
         head.bias[favoured] = 0.0
     policy.model.config.tie_word_embeddings = False
     policy.model.lm_head = head
+    return policy
+
+
+@pytest.fixture(scope="module")
+def played(tokenizer):
+    torch.manual_seed(0)
+    envs = make_envs(tokenizer)
+    policy = guessing_policy(tokenizer, envs)
     batch = rollout_dialogues(
         policy,
         envs,
@@ -158,7 +168,101 @@ def test_train_step_plays_groups_that_share_a_goal(tokenizer):
     metrics = train_step(
         policy, optimizer, envs, Sampling(), 2, torch.Generator().manual_seed(0), [5, 9]
     )
-    assert set(metrics) == {"train/loss", "train/return", "train/success", "train/turns"}
+    assert {"train/loss", "train/return", "train/success", "train/turns"} <= set(metrics)
+    assert {"train/policy_loss", "train/clipfrac", "train/approx_kl"} <= set(metrics)
     indices = [d.index for d in envs.unwrapped.dialogues.rows]
     assert indices == [5, 5, 9, 9]
-    assert any(not torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True)
+    )
+
+
+def capture_logits(policy, captured):
+    """A stand-in policy whose forward keeps its logits' gradient for inspection."""
+
+    class Capture:
+        model = policy.model
+        value_head = policy.value_head
+
+        @staticmethod
+        def lm_forward(*args, **kwargs):
+            out = policy.lm_forward(*args, **kwargs)
+            out.logits.retain_grad()
+            captured["logits"] = out.logits
+            return out
+
+    return Capture
+
+
+@pytest.mark.parametrize("algo", DIALOGUE_ALGOS)
+def test_every_algorithm_masks_its_loss_and_kl_to_agent_tokens(played, algo):
+    policy, _, batch = played
+    policy = copy.deepcopy(policy)
+    # Perturb the policy away from its reference so that the KL terms have a gradient.
+    with torch.no_grad():
+        policy.model.lm_head.bias[policy.model.lm_head.bias == 0] += 0.3
+        policy.value_head.weight.normal_(0.0, 0.1)
+    config = DialogueConfig(algo=algo, kl_coef=0.5)
+    targets = dialogue_targets(policy, batch, config, group_size=2)
+    assert ((targets["advantages"] != 0) <= (batch.action_mask > 0)).all()
+    captured = {}
+    loss, stats = dialogue_loss(capture_logits(policy, captured), batch, targets, config)
+    loss.backward()
+    grad = captured["logits"].grad.abs().sum(-1)  # (B, T-1): position t predicts column t+1
+    predicts_action = batch.action_mask[:, 1:].bool()
+    assert (grad[~predicts_action] == 0).all()  # user and template tokens: exactly zero
+    assert (grad[predicts_action] > 0).float().mean() > 0.5
+    assert ("train/value_loss" in stats) == (algo in ("ppo", "reinforce"))
+    assert ("train/kl_loss" in stats) == (algo == "grpo")
+
+
+@pytest.mark.parametrize("algo", DIALOGUE_ALGOS)
+def test_one_update_of_each_algorithm_changes_the_policy(tokenizer, algo):
+    torch.manual_seed(0)
+    envs = make_envs(tokenizer)
+    policy = guessing_policy(tokenizer, envs)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=1e-2)
+    before = [p.detach().clone() for p in policy.model.parameters()]
+    head = policy.value_head.weight.detach().clone()
+    config = DialogueConfig(algo=algo, epochs=2)
+    metrics = train_step(
+        policy, optimizer, envs, Sampling(), 2, torch.Generator().manual_seed(2), [0, 1], config
+    )
+    # One dialogue of 4 wins in 2 turns, so GRPO's groups do not tie.
+    assert metrics["train/success"] == 0.25
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    changed = [
+        not torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True)
+    ]
+    assert sum(changed) > len(changed) // 2
+    assert (not torch.equal(head, policy.value_head.weight)) == (algo in ("ppo", "reinforce"))
+
+
+def test_gae_over_a_dialogue_skips_user_tokens_and_counts_per_turn_rewards():
+    # Row 0: opening, two agent tokens (turn 1 ends: reward -0.1), two user/template tokens,
+    # two agent tokens (the dialogue ends: reward 1). Row 1: padding, opening, one agent token.
+    action_mask = torch.tensor([[0, 1, 1, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0, 1]]).float()
+    rewards = torch.tensor([[0, 0, -0.1, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1]])
+    values = torch.tensor([[0, 0.5, 0.2, 0, 0, 0.4, 0.8], [0, 0, 0, 0, 0, 0, 0.25]])
+    advantages, returns = dialogue_gae(rewards, values, action_mask, gamma=0.9, lam=0.5)
+    # By hand over agent tokens only (gamma * lam = 0.45):
+    # d4 = 1 - 0.8 = 0.2                   A4 = 0.2
+    # d3 = 0.9 * 0.8 - 0.4 = 0.32          A3 = 0.32 + 0.45 * 0.2 = 0.41
+    # d2 = -0.1 + 0.9 * 0.4 - 0.2 = 0.06   A2 = 0.06 + 0.45 * 0.41 = 0.2445
+    # d1 = 0.9 * 0.2 - 0.5 = -0.32         A1 = -0.32 + 0.45 * 0.2445 = -0.209975
+    expected = torch.tensor([[0, -0.209975, 0.2445, 0, 0, 0.41, 0.2], [0, 0, 0, 0, 0, 0, 0.75]])
+    torch.testing.assert_close(advantages, expected)
+    torch.testing.assert_close(returns, (expected + values) * action_mask)
+
+
+def test_the_algorithm_choice_and_group_size_are_validated(tokenizer):
+    with pytest.raises(ValueError, match="algo must be one of ppo, rloo, grpo, reinforce .*'a2c'"):
+        DialogueConfig(algo="a2c")
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        DialogueConfig(epochs=0)
+    policy = TransformerPolicy(tiny_model(tokenizer), reference=None)
+    envs = make_envs(tokenizer)
+    with pytest.raises(ValueError, match="group_size=1 must be >= 2 for grpo"):
+        train_step(policy, None, envs, Sampling(), 1, config=DialogueConfig(algo="grpo"))
+    with pytest.raises(ValueError, match="kl_coef > 0 needs a policy with a reference"):
+        train_step(policy, None, envs, Sampling(), 1, config=DialogueConfig("ppo", kl_coef=0.1))
