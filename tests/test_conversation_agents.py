@@ -12,6 +12,7 @@ import textgym  # noqa: F401 - registers the env ids
 from agents.dialogue import (
     DIALOGUE_ALGOS,
     DialogueConfig,
+    dialogue_forward,
     dialogue_gae,
     dialogue_logprobs,
     dialogue_loss,
@@ -63,6 +64,8 @@ def played(tokenizer):
     torch.manual_seed(0)
     envs = make_envs(tokenizer)
     policy = guessing_policy(tokenizer, envs)
+    with torch.no_grad():  # a value head that is not zero, so that recorded values are tested
+        policy.value_head.weight.normal_(0.0, 0.1)
     batch = rollout_dialogues(
         policy,
         envs,
@@ -98,6 +101,12 @@ def test_kv_cache_logprobs_equal_a_no_cache_forward(played):
     mask = batch.action_mask.bool()
     difference = (full[mask] - batch.logprobs[mask]).abs().max().item()
     assert difference < 1e-4, difference  # measured 1.9e-6 (float32, CPU)
+    # PPO's old values come from the rollout too: the value head agrees the same way.
+    with torch.no_grad():
+        _, values = dialogue_forward(policy, policy.model, batch, values=True)
+    assert batch.values[mask].abs().min() > 0
+    difference = (values[mask] - batch.values[mask]).abs().max().item()
+    assert difference < 1e-4, difference
 
 
 def test_loss_is_masked_to_agent_tokens(played):
@@ -201,7 +210,6 @@ def test_every_algorithm_masks_its_loss_and_kl_to_agent_tokens(played, algo):
     # Perturb the policy away from its reference so that the KL terms have a gradient.
     with torch.no_grad():
         policy.model.lm_head.bias[policy.model.lm_head.bias == 0] += 0.3
-        policy.value_head.weight.normal_(0.0, 0.1)
     config = DialogueConfig(algo=algo, kl_coef=0.5)
     targets = dialogue_targets(policy, batch, config, group_size=2)
     assert ((targets["advantages"] != 0) <= (batch.action_mask > 0)).all()
@@ -230,6 +238,7 @@ def test_one_update_of_each_algorithm_changes_the_policy(tokenizer, algo):
     )
     # One dialogue of 4 wins in 2 turns, so GRPO's groups do not tie.
     assert metrics["train/success"] == 0.25
+    assert [d.index for d in envs.unwrapped.dialogues.rows] == [0, 0, 1, 1]  # groups share goals
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     changed = [
         not torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True)
