@@ -382,10 +382,12 @@ class DialogueConfig:
 
     @property
     def uses_values(self) -> bool:
+        """Whether the value head is recorded and trained (PPO, REINFORCE)."""
         return self.algo in ("ppo", "reinforce")
 
     @property
     def uses_groups(self) -> bool:
+        """Whether the baseline comes from a group sharing one goal (RLOO, GRPO)."""
         return self.algo in ("rloo", "grpo")
 
 
@@ -407,8 +409,8 @@ def dialogue_targets(
             ref_logprobs = dialogue_forward(policy, reference, batch, scale)[0]
         kl = (batch.logprobs - ref_logprobs) * mask
     if config.algo == "grpo":
-        returns = grpo.group_advantages(batch.returns, group_size, config.scale_rewards)
-        targets = {"advantages": returns[:, None] * mask}
+        standardised = grpo.group_advantages(batch.returns, group_size, config.scale_rewards)
+        targets = {"advantages": standardised[:, None] * mask}  # one per dialogue
         return targets if ref_logprobs is None else {**targets, "ref_logprobs": ref_logprobs}
     penalised = replace(batch, rewards=batch.rewards - config.kl_coef * kl)
     if config.algo == "rloo":
