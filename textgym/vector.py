@@ -41,6 +41,38 @@ def parse_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
     raise ValueError(f"autoreset_mode must be one of {allowed} or an AutoresetMode, got {mode!r}")
 
 
+def vector_rng(seed: Any) -> tuple[np.random.Generator, int]:
+    """The one generator a native vector env draws every row from, seeded with ``seed``."""
+    if not is_index(seed):
+        raise TypeError(
+            f"seed must be an int or None, got {type(seed).__name__} {seed!r}: one "
+            "generator draws every row (as Gymnasium's CartPoleVectorEnv); use "
+            "vectorization_mode='sync' for one seed per sub-env"
+        )
+    return seeding.np_random(int(seed))
+
+
+def rows_to_reset(mask: Any, num_envs: int, started: bool) -> np.ndarray:
+    """The sub-env indices a ``reset_mask`` option selects (every row when it is None)."""
+    if mask is None:
+        return np.arange(num_envs)
+    mask = np.asarray(mask)
+    if mask.shape != (num_envs,) or mask.dtype != bool:
+        raise ValueError(
+            f"reset_mask must be a bool array of shape ({num_envs},), got {mask.dtype} {mask.shape}"
+        )
+    if not mask.any():
+        raise ValueError(
+            "reset_mask has no True entry, so there is nothing to reset; "
+            "mark at least one sub-env True"
+        )
+    if not started and not mask.all():
+        raise ValueError(
+            "the first reset() must reset every sub-env; omit reset_mask or pass all True"
+        )
+    return np.flatnonzero(mask)
+
+
 class TextGenVectorEnv(VectorEnv):
     """A native batch of :class:`~textgym.env.TextGenEnv` episodes.
 
@@ -174,13 +206,7 @@ class TextGenVectorEnv(VectorEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if seed is not None:
-            if not is_index(seed):
-                raise TypeError(
-                    f"seed must be an int or None, got {type(seed).__name__} {seed!r}: one "
-                    "generator draws every row (as Gymnasium's CartPoleVectorEnv); use "
-                    "vectorization_mode='sync' for one seed per sub-env"
-                )
-            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
+            self._np_random, self._np_random_seed = vector_rng(seed)
         options = dict(check_options(options))
         unknown = set(options) - {"reset_mask", "prompt", "index"}
         if unknown:
@@ -189,25 +215,7 @@ class TextGenVectorEnv(VectorEnv):
             )
         if "prompt" in options and "index" in options:
             raise ValueError("reset options take 'prompt' or 'index', not both")
-        mask = options.pop("reset_mask", None)
-        if mask is None:
-            rows = self._rows
-        else:
-            mask = np.asarray(mask)
-            if mask.shape != (self.num_envs,) or mask.dtype != bool:
-                raise ValueError(
-                    f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}"
-                )
-            if not mask.any():
-                raise ValueError(
-                    "reset_mask has no True entry, so there is nothing to reset; "
-                    "mark at least one sub-env True"
-                )
-            if not self._started and not mask.all():
-                raise ValueError(
-                    "the first reset() must reset every sub-env; omit reset_mask or pass all True"
-                )
-            rows = np.flatnonzero(mask)
+        rows = rows_to_reset(options.pop("reset_mask", None), self.num_envs, self._started)
         info: dict[str, Any] = {}
         self._reset_rows(rows, options, info)
         self._started = True

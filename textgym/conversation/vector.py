@@ -18,7 +18,7 @@ from textgym.env import check_options, check_render_mode, is_index, observation_
 from textgym.models import SMOLLM2_ALIAS
 from textgym.rewards.base import RewardSpec
 from textgym.tasks.base import Task
-from textgym.vector import TextGenVectorEnv, parse_autoreset_mode
+from textgym.vector import TextGenVectorEnv, parse_autoreset_mode, rows_to_reset, vector_rng
 
 if TYPE_CHECKING:  # type hints only: importing transformers costs ~0.7 s
     from transformers import PreTrainedTokenizerBase
@@ -120,34 +120,14 @@ class ConversationVectorEnv(VectorEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if seed is not None:
-            if not is_index(seed):
-                raise TypeError(
-                    f"seed must be an int or None, got {type(seed).__name__} {seed!r}: one "
-                    "generator draws every row; use vectorization_mode='sync' for one seed per "
-                    "sub-env"
-                )
-            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
+            self._np_random, self._np_random_seed = vector_rng(seed)
         options = dict(check_options(options))
         unknown = set(options) - {"reset_mask", "index"}
         if unknown:
             raise ValueError(
                 f"unknown reset option(s) {sorted(unknown)}; allowed: reset_mask, index"
             )
-        mask = options.pop("reset_mask", None)
-        if mask is None:
-            rows = np.arange(self.num_envs)
-        else:
-            mask = np.asarray(mask)
-            if mask.shape != (self.num_envs,) or mask.dtype != bool or not mask.any():
-                raise ValueError(
-                    f"reset_mask must be a bool array of shape ({self.num_envs},) with at "
-                    f"least one True, got {mask.dtype} {mask.shape}"
-                )
-            if not self._started and not mask.all():
-                raise ValueError(
-                    "the first reset() must reset every sub-env; omit reset_mask or pass all True"
-                )
-            rows = np.flatnonzero(mask)
+        rows = rows_to_reset(options.pop("reset_mask", None), self.num_envs, self._started)
         self._start(rows, options.get("index"))
         self._started = True
         info: dict[str, Any] = {}
