@@ -15,7 +15,10 @@ played the same number of times, the same sampling seed) is measured before and 
 Measured once with the defaults (RLOO; 2026-12-04, a 2-core CPU shared with other jobs, 1757 s in
 all; 32 dialogues an iteration): validation success (32 dialogues, 8 goals x 4) rose from 0.125
 to 0.469; training success averaged 0.106 over iterations 0-4 and 0.444 over 35-39, with
-turns per dialogue falling from 2.9 to 2.4 (the agent guesses sooner).
+turns per dialogue falling from 2.9 to 2.4 (the agent guesses sooner). ``--algo grpo``, the
+same defaults otherwise (2026-12-04, the 2-core CPU otherwise idle, 2032 s): validation success
+0.125 -> 0.438; training success 0.081 over iterations 0-4 and 0.450 over 35-39, turns per
+dialogue 2.9 -> 2.4. One seed each: the two algorithms are not told apart by these runs.
 """
 
 from __future__ import annotations
