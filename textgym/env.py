@@ -104,6 +104,16 @@ def observation_space(length: int, vocab: int) -> spaces.Dict:
     )
 
 
+def sample_index(options: Mapping[str, Any], num_samples: int, rng: np.random.Generator) -> int:
+    """The sample a single env's reset plays: ``options["index"]``, checked, or a random draw."""
+    if "index" not in options:
+        return int(rng.integers(num_samples))
+    index = options["index"]
+    if not is_index(index) or not 0 <= index < num_samples:
+        raise ValueError(f"options['index']={index!r} must be an int in [0, {num_samples})")
+    return int(index)
+
+
 class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     """Token-level text generation: the agent writes a completion for a task prompt, one token a step.
 
@@ -271,15 +281,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
                 )
             return Sample(prompt), None, None
         samples = self.task.split(self.split)
-        if "index" in options:
-            index = options["index"]
-            if not is_index(index) or not 0 <= index < len(samples):
-                raise ValueError(
-                    f"options['index']={index!r} must be an int in [0, {len(samples)})"
-                )
-            index = int(index)
-        else:
-            index = int(self.np_random.integers(len(samples)))
+        index = sample_index(options, len(samples), self.np_random)
         return samples[index], (self.split, index), index
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:

@@ -18,10 +18,10 @@ from textgym.env import (
     TextGenEnv,
     check_options,
     check_render_mode,
-    is_index,
     observation_space,
     resolve_tokenizer,
     resolve_vocab,
+    sample_index,
 )
 from textgym.models import SMOLLM2_ALIAS
 from textgym.rewards.base import RewardSpec, make_reward, reward_name
@@ -325,15 +325,7 @@ class ConversationEnv(gym.Env[dict[str, np.ndarray], int]):
         if set(options) - {"index"}:
             raise ValueError(f"reset options take only 'index', got {sorted(options)}")
         samples = self.task.split(self.split)
-        if "index" in options:
-            index = options["index"]
-            if not is_index(index) or not 0 <= index < len(samples):
-                raise ValueError(
-                    f"options['index']={index!r} must be an int in [0, {len(samples)})"
-                )
-            index = int(index)
-        else:
-            index = int(self.np_random.integers(len(samples)))
+        index = sample_index(options, len(samples), self.np_random)
         self.dialogues.start([0], [samples[index]], [index])
         self._active = True
         return self._observation(), self.dialogues.reset_info(0)
