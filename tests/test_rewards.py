@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import re
+
 import numpy as np
 import pytest
 import sacrebleu
@@ -243,6 +246,63 @@ def test_soft_keyword_coverage_partial_credit():
     )
     with pytest.raises(ValueError, match="partial_weight must be a number in \\[0, 1\\], got 2"):
         SoftKeywordCoverage(partial_weight=2)
+
+
+def _random_keyword_batch(rng, size):
+    """Completions and keyword lists that exercise every path of the keyword rewards:
+    inflections, phrases, non-ASCII letters, words longer than 63 characters, empty lists."""
+    words = ["dog", "dogs", "bake", "baking", "baked", "stop", "stopped", "carry", "carries"]
+    words += ["ice", "cream", "is", "i", "ab", "éclair", "straße", "x" * 70, "ab" * 40]
+    letters = list("abcdeéiongsß")
+
+    def word():
+        if rng.random() < 0.5:
+            return str(rng.choice(words))
+        return "".join(rng.choice(letters, size=rng.integers(1, 12)))
+
+    completions = [" ".join(word() for _ in range(rng.integers(0, 12))) for _ in range(size)]
+    keywords = [
+        [" ".join(word() for _ in range(rng.integers(1, 3))) for _ in range(rng.integers(0, 4))]
+        for _ in range(size)
+    ]
+    keywords[0] = ["!!", "dog"]  # a keyword without a word earns nothing
+    return completions, keywords
+
+
+def test_keyword_coverage_is_the_mean_of_keyword_found():
+    completions, keywords = _random_keyword_batch(np.random.default_rng(0), 200)
+    expected = [
+        np.mean([keyword_found(k, text) for k in kws]) if kws else 1.0
+        for text, kws in zip(completions, keywords, strict=True)
+    ]
+    out = call(KeywordCoverage(), completions, keywords=keywords)
+    np.testing.assert_array_equal(out, np.array(expected, dtype=np.float32))
+
+
+@pytest.mark.parametrize("weight", [0.5, 1.0, 0.0])
+def test_soft_keyword_coverage_is_its_difflib_definition(weight):
+    """Bit for bit: a missing keyword earns weight x the best SequenceMatcher ratio over the
+    completion's runs of as many words (the reward prunes with bounds; the values must not move)."""
+    words_of = lambda text: re.findall(r"\w+", text.lower())  # noqa: E731
+
+    def credit(keyword, text):
+        kw, words = words_of(keyword), words_of(text)
+        if keyword_found(keyword, text):
+            return 1.0
+        if not kw or not words:
+            return 0.0
+        m, target = len(kw), " ".join(kw)
+        runs = {" ".join(words[i : i + m]) for i in range(max(1, len(words) - m + 1))}
+        ratios = [difflib.SequenceMatcher(None, c, target, autojunk=False).ratio() for c in runs]
+        return weight * max(ratios)
+
+    completions, keywords = _random_keyword_batch(np.random.default_rng(1), 300)
+    expected = [
+        np.mean([credit(k, text) for k in kws]) if kws else 1.0
+        for text, kws in zip(completions, keywords, strict=True)
+    ]
+    out = call(SoftKeywordCoverage(partial_weight=weight), completions, keywords=keywords)
+    np.testing.assert_array_equal(out, np.array(expected, dtype=np.float32))
 
 
 def test_soft_keyword_coverage_is_dense_on_random_text():
