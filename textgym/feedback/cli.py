@@ -5,7 +5,9 @@
 - ``label --db FILE --rater NAME``: rate the open "rate" tasks on the console;
 - ``train-rm --db FILE --kind pairs|ratings|binary --out DIR``: fine-tune a reward model on the
   store's labels (every :class:`~textgym.feedback.reward_model.RewardModelConfig` field is an
-  option) and print its held-out metrics;
+  option) and print its held-out metrics; ``train-rm --data sst2|taskmaster4`` trains on a
+  public labelled data set instead (:mod:`textgym.feedback.recipes`: its fixed split and
+  settings, saved where the ``sst2_sentiment`` / ``taskmaster4_rm`` rewards look);
 - ``train-disc --task NAME --out DIR [--negatives base|shuffled]``: pre-train a discriminator
   (:mod:`textgym.rewards.discriminator`) on the task's references against the base model's
   samples or shuffled-word texts, save it in Hugging Face format (``make_reward("discriminator",
@@ -60,9 +62,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     label.add_argument("--rater", required=True, help="your name, stored with each rating")
     label.set_defaults(func=_label)
 
-    train = commands.add_parser("train-rm", help="train a reward model on the store's labels")
-    train.add_argument("--db", required=True)
-    train.add_argument("--out", required=True, help="folder for the Hugging Face format model")
+    train = commands.add_parser(
+        "train-rm", help="train a reward model on the store's labels or a public data set"
+    )
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--db", help="feedback store whose labels are learned")
+    source.add_argument(
+        "--data",
+        metavar="RECIPE",
+        help="a public labelled data set with its fixed split and settings: sst2 (sentiment) "
+        "or taskmaster4 (human labels of agent turns); options below override its settings",
+    )
+    train.add_argument(
+        "--data-path", default=None, help="with --data: the data root (default ../shared/data)"
+    )
+    train.add_argument(
+        "--out",
+        default=None,
+        help="folder for the Hugging Face format model (required with --db; with --data the "
+        "default is where its reward looks: $TEXTGYM_REWARD_MODELS/RECIPE or "
+        "runs/reward_models/RECIPE)",
+    )
     train.add_argument("--rater", default=None, help="use only this rater's labels")
     _add_config_options(train)
     train.set_defaults(func=_train_rm)
@@ -124,23 +144,25 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
     docs = field_docs(RewardModelConfig)
     types = {"int": int, "float": float, "str": str, "bool": bool}
+    # Unset options stay unset (SUPPRESS), so that --data's recipe settings can fill them.
     for f in dataclasses.fields(RewardModelConfig):
         option = "--" + f.name.replace("_", "-")
         name = str(f.type).split("|")[0].strip()
+        help_text = f"{docs.get(f.name, '')} [default {f.default}]"
         if name == "bool":
             parser.add_argument(
                 option,
                 action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=docs.get(f.name),
+                default=argparse.SUPPRESS,
+                help=help_text,
             )
         else:
             parser.add_argument(
                 option,
                 type=types.get(name, str),
-                default=f.default,
+                default=argparse.SUPPRESS,
                 choices=KINDS if f.name == "kind" else None,
-                help=docs.get(f.name),
+                help=help_text,
             )
 
 
@@ -233,7 +255,16 @@ def _train_rm(args: argparse.Namespace) -> int:
     )
     from textgym.feedback.store import FeedbackStore
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RewardModelConfig)}
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(RewardModelConfig)
+        if hasattr(args, f.name)
+    }
+    if args.data is not None:
+        return _train_recipe(args, values)
+    if args.out is None:
+        print("textgym feedback train-rm: --out is required with --db", file=sys.stderr)
+        return 2
     config = RewardModelConfig(**values)
     with FeedbackStore(args.db) as store:
         examples = examples_from_store(store, config.kind, rater=args.rater)
@@ -243,6 +274,19 @@ def _train_rm(args: argparse.Namespace) -> int:
     model, metrics = train_reward_model(examples, config=config)
     model.save(args.out)
     print(json.dumps({"saved": args.out, **metrics}, indent=2))
+    return 0
+
+
+def _train_recipe(args: argparse.Namespace, values: dict[str, object]) -> int:
+    from textgym.feedback.recipes import reward_model_dir, train_recipe
+
+    out = args.out if args.out is not None else str(reward_model_dir(args.data))
+    try:
+        _, metrics = train_recipe(args.data, out, path=args.data_path, **values)
+    except (ValueError, OSError) as exc:  # unknown recipe, bad kind, missing or malformed data
+        print(f"textgym feedback train-rm: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"saved": out, "recipe": args.data, **metrics}, indent=2))
     return 0
 
 

@@ -167,6 +167,10 @@ BUILTIN_REWARDS: Mapping[str, str] = {
     "hf_classifier": _REWARD_MODEL,
     "reward_model": _REWARD_MODEL,
     "discriminator": "textgym.rewards.discriminator",
+    "sst2_sentiment": "textgym.feedback.recipes",
+    "taskmaster4_rm": "textgym.feedback.recipes",
+    "reference_length": "textgym.rewards.summary",
+    "rouge_minilm": "textgym.rewards.summary",
 }
 """Built-in reward name -> the module whose import registers it.
 

@@ -31,12 +31,18 @@ Modules: :mod:`~textgym.tasks.datasets.records` (reading records, field checks),
 :mod:`~textgym.tasks.datasets.prompts` (prompt helpers), and the recipes
 :mod:`~textgym.tasks.datasets.summarization` (one table row per summarization set),
 :mod:`~textgym.tasks.datasets.dialogue` and :mod:`~textgym.tasks.datasets.continuation`.
+Local ``.tsv`` files (a header row, tab-separated values; SST-2) are read as well.
 """
 
 from collections.abc import Callable
 
 from textgym.tasks.base import Task
-from textgym.tasks.datasets.continuation import IMDB_INSTRUCTION, imdb
+from textgym.tasks.datasets.continuation import (
+    IMDB_INSTRUCTION,
+    SST2_INSTRUCTION,
+    imdb,
+    sst2_sentiment,
+)
 from textgym.tasks.datasets.dialogue import (
     DAILYDIALOG_INSTRUCTION,
     TASKMASTER4_API,
@@ -44,6 +50,7 @@ from textgym.tasks.datasets.dialogue import (
     dailydialog,
     detokenize,
     taskmaster4,
+    taskmaster4_rlhf,
 )
 from textgym.tasks.datasets.loading import (
     DATA_ENV,
@@ -62,6 +69,7 @@ from textgym.tasks.datasets.summarization import (
     SUMMARIZATION_SETS,
     XSUM_INSTRUCTION,
     SummarizationSet,
+    dialogsum_rl,
 )
 
 LOADERS: dict[str, Callable[..., Task]] = {
@@ -69,6 +77,10 @@ LOADERS: dict[str, Callable[..., Task]] = {
     "taskmaster4": taskmaster4,
     "dailydialog": dailydialog,
     "imdb": imdb,
+    # The three tasks of the results grid, each with the reward it is trained and judged on.
+    "sst2_sentiment": sst2_sentiment,
+    "taskmaster4_rlhf": taskmaster4_rlhf,
+    "dialogsum_rl": dialogsum_rl,
 }
 """Task name -> loader, registered by :mod:`textgym.tasks`."""
 
@@ -81,6 +93,7 @@ __all__ = [
     "LOADERS",
     "SAMSUM_INSTRUCTION",
     "SCITLDR_INSTRUCTION",
+    "SST2_INSTRUCTION",
     "SOURCES",
     "SUMMARIZATION_SETS",
     "TASKMASTER4_API",
@@ -93,7 +106,10 @@ __all__ = [
     "dataset_dir",
     "default_data_dir",
     "detokenize",
+    "dialogsum_rl",
     "imdb",
+    "sst2_sentiment",
     "taskmaster4",
+    "taskmaster4_rlhf",
     "truncate_words",
 ]

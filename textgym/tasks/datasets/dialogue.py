@@ -62,10 +62,30 @@ def _api_lines(annotations: Any, where: str) -> list[str]:
     lines = []
     for g in groups.values():
         if "api_call" in g:
-            lines.append(f"[API call {g['api_call']}: {g.get('request', '{}')}]")
+            lines.append(api_call_line(g["api_call"], g.get("request", "{}")))
         if "api_response" in g:
-            lines.append(f"[API result {g['api_response']}: {g.get('response', '{}')}]")
+            lines.append(api_result_line(g["api_response"], g.get("response", "{}")))
     return lines
+
+
+def api_call_line(name: str, request: str) -> str:
+    """How ``api="inline"`` shows an API call in a user message.
+
+    >>> api_call_line("get_menu_items", '{"query": "latte"}')
+    '[API call get_menu_items: {"query": "latte"}]'
+    """
+    return f"[API call {name}: {request}]"
+
+
+def api_result_line(name: str, response: str) -> str:
+    """How ``api="inline"`` shows an API call's result in a user message."""
+    return f"[API result {name}: {response}]"
+
+
+def taskmaster4_system(instruction: str = TASKMASTER4_INSTRUCTION, api: str = "drop") -> str:
+    """The system message of a Taskmaster-4 prompt: ``instruction``, plus a note on the
+    ``[API ...]`` lines when ``api="inline"`` ("" for no system message)."""
+    return instruction + (_API_NOTE if api == "inline" and instruction else "")
 
 
 def taskmaster4(
@@ -103,7 +123,7 @@ def taskmaster4(
         raise ValueError(
             f"taskmaster4: max_context_turns={max_context_turns!r} must be >= 1 or None"
         )
-    system = instruction + (_API_NOTE if api == "inline" and instruction else "")
+    system = taskmaster4_system(instruction, api)
 
     def convert(row: Row, where: str) -> list[Sample]:
         conv_id = str(row.get("conversation_id", ""))
@@ -145,6 +165,34 @@ def taskmaster4(
         splits,
         default_reward={"rouge_l": 0.5, "chrf": 0.5},
         description="Next barista turn in a coffee-ordering dialogue (Taskmaster-4, CC BY 4.0).",
+    )
+
+
+def taskmaster4_rlhf(
+    path: PathLike | None = None,
+    *,
+    reward: Any = "taskmaster4_rm",
+    api: str = "inline",
+    **options: Any,
+) -> Task:
+    """RLHF on Taskmaster-4: :func:`taskmaster4` prompts, rewarded by a reward model of the
+    data set's human labels (the trainers add the KL to the reference).
+
+    The default reward, ``"taskmaster4_rm"``, is the probability that a person labels the reply
+    good, from the model ``textgym feedback train-rm --data taskmaster4`` trains on
+    ``taskmaster4/reward/`` (:mod:`textgym.feedback.recipes`). Those labels judge replies
+    against the order system's answers, so the prompts show the API calls and results
+    (``api="inline"``) and the reward model is trained on prompts written the same way.
+    ``options`` go to :func:`taskmaster4` (``split``, ``max_samples``, ``max_context_turns``,
+    ``holdout``, ``instruction``).
+    """
+    task = taskmaster4(path, api=api, **options)
+    return Task(
+        "taskmaster4_rlhf",
+        task.splits,
+        default_reward=reward,
+        description="Next barista turn (Taskmaster-4), rewarded by a reward model of the "
+        "data set's human labels.",
     )
 
 

@@ -1,4 +1,4 @@
-"""Records and their fields: reading JSONL / JSON files record by record, each with its
+"""Records and their fields: reading JSONL / JSON / TSV files record by record, each with its
 location (``"<file> line N"``, ``"<file> item N"``), and required-field accessors whose errors
 (:class:`DataFormatError`) name that location and the field.
 
@@ -37,8 +37,13 @@ def read_records(file: Path) -> Iterator[tuple[str, Row]]:
     ...     print(str(exc).split(": ", 1)[1])
     has byte 0xe9 at column 11, which is not UTF-8 (a Latin-1 or Windows-1252 file?); save it as UTF-8
     """
+    if file.suffix == ".tsv":
+        yield from read_tsv(file)
+        return
     if file.suffix not in (".jsonl", ".json"):
-        raise DataFormatError(f"{file}: unsupported file type {file.suffix!r}; use .jsonl or .json")
+        raise DataFormatError(
+            f"{file}: unsupported file type {file.suffix!r}; use .jsonl, .json or .tsv"
+        )
     layout = "lines" if file.suffix == ".jsonl" else "array"
     try:
         for i, (line, row) in enumerate(read_json_records(file, layout)):
@@ -50,6 +55,42 @@ def read_records(file: Path) -> Iterator[tuple[str, Row]]:
         where = f"{file} line {exc.line}" if exc.line is not None else str(file)
         what = f"field {exc.field!r} {exc.problem}" if exc.field else exc.problem
         raise DataFormatError(f"{where}: {what}") from None
+
+
+def read_tsv(file: Path) -> Iterator[tuple[str, Row]]:
+    """Yield ``("<file> line N", record)`` from a tab-separated file whose first row names the
+    fields (as GLUE's SST-2 files do). Values are strings; no quoting, so a ``"`` is text.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "dev.tsv"
+    >>> _ = path.write_text('label\\tsentence\\n1\\ta "fine" film\\n0\\n')
+    >>> rows = read_tsv(path)
+    >>> next(rows)[1]
+    {'label': '1', 'sentence': 'a "fine" film'}
+    >>> try:
+    ...     next(rows)
+    ... except DataFormatError as exc:
+    ...     print(str(exc).split(": ", 1)[1])
+    has 1 tab-separated value(s) where the header names 2 (label, sentence)
+    """
+    try:
+        with open(file, encoding="utf-8-sig", newline="") as f:
+            header = f.readline().rstrip("\r\n").split("\t")
+            if not all(header):
+                raise DataFormatError(f"{file} line 1: the header row must name every column")
+            for n, line in enumerate(f, 2):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                values = line.split("\t")
+                if len(values) != len(header):
+                    raise DataFormatError(
+                        f"{file} line {n}: has {len(values)} tab-separated value(s) where the "
+                        f"header names {len(header)} ({', '.join(header)})"
+                    )
+                yield f"{file} line {n}", dict(zip(header, values, strict=True))
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{file}: not UTF-8 ({exc.reason}); save it as UTF-8") from None
 
 
 def require_field(row: Row, key: str, where: str) -> Any:

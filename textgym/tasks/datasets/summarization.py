@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from textgym.tasks.base import Sample, Task
 from textgym.tasks.datasets.loading import DataSource, PathLike
@@ -212,3 +213,19 @@ SUMMARIZATION_SETS: tuple[SummarizationSet, ...] = (
     ),
 )
 """The summarization data sets, one row each."""
+
+
+def dialogsum_rl(
+    path: PathLike | None = None, *, reward: Any = "rouge_minilm", **options: Any
+) -> Task:
+    """DialogSum with a reward a small model can climb: ``"rouge_minilm"`` (ROUGE-L, MiniLM
+    similarity to the reference and a length term; :mod:`textgym.rewards.summary`). The samples
+    are ``dialogsum``'s; ``options`` go to its loader. Judge it on held-out ROUGE-1/2/L too,
+    which the bench's evaluation reports for every task with references."""
+    task = SUMMARIZATION_SETS[0](path, **options)
+    return Task(
+        "dialogsum_rl",
+        task.splits,
+        default_reward=reward,
+        description="DialogSum summaries rewarded by ROUGE-L + MiniLM similarity + length.",
+    )

@@ -1,0 +1,282 @@
+"""The results grid's three tasks (issue 18): sentiment control on SST-2 openings, RLHF on
+Taskmaster-4's human labels, DialogSum with ROUGE-L + MiniLM + length. Each task's reward
+model trains with one command (``textgym feedback train-rm --data ...``) and plugs in as the
+task's default reward. Fixtures under tests/fixtures/{sst2,taskmaster4}; real-data checks skip
+without ../shared/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from textgym import cli
+from textgym.feedback.recipes import (
+    RECIPES,
+    TASKMASTER4_REWARD_FILES,
+    SentimentReward,
+    reward_model_dir,
+    sst2_examples,
+    taskmaster4_examples,
+    train_recipe,
+)
+from textgym.feedback.reward_model import LearnedReward
+from textgym.rewards import list_rewards, make_reward, score
+from textgym.rewards.summary import ReferenceLength, rouge_minilm
+from textgym.tasks import DataFormatError, list_tasks, make_task, prompt_text
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 1-layer, 16-wide random BERT with MiniLM's tokenizer: a reward model in a second."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from textgym.models import minilm_path
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+TINY = ["--max-length", "48", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+
+
+def test_the_three_tasks_and_their_rewards_are_registered():
+    assert {"sst2_sentiment", "taskmaster4_rlhf", "dialogsum_rl"} <= set(list_tasks())
+    assert {"sst2_sentiment", "taskmaster4_rm", "rouge_minilm", "reference_length"} <= set(
+        list_rewards()
+    )
+    assert set(RECIPES) == {"sst2", "taskmaster4"}
+
+
+# ----------------------------------------------------------------------------- sentiment
+
+
+def test_sst2_sentiment_prompts_are_detokenized_openings_of_long_enough_sentences():
+    task = make_task("sst2_sentiment", path=FIXTURES)
+    assert task.default_reward == "sst2_sentiment"
+    # train.tsv: 8 rows; two are short phrases, one is under 8 words, one repeats an opening.
+    openings = [s.meta["opening"] for s in task.split("train")]
+    assert openings == [
+        "a warm, funny film that",
+        "the plot (such as it",
+        "the cast is terrific and",
+        "it's a tedious, empty exercise",
+    ]
+    first = task.split("train")[0]
+    assert first.prompt == [
+        {
+            "role": "user",
+            "content": "Continue this sentence from a movie review. Write only the "
+            "continuation.\n\na warm, funny film that",
+        }
+    ]
+    assert first.references == ("doesn't forget its heart",)
+    assert task.split("train")[2].references == ('the songs are "wonderful".',)
+    assert [s.meta["label"] for s in task.split("train")] == [1, 0, 1, 0]
+    # dev.tsv names its text column "content" and feeds validation; no test split.
+    assert [s.meta["sentiment"] for s in task.split("validation")] == [
+        "positive",
+        "negative",
+        "positive",
+    ]
+    assert "test" not in task.splits
+    shorter = make_task("sst2_sentiment", path=FIXTURES, prompt_words=4, min_continuation_words=1)
+    assert shorter.split("validation")[0].meta["opening"] == "one of the year's"
+
+
+def test_sst2_sentiment_bad_files_and_options_are_named(tmp_path):
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("label\tsentence\n2\ta b c d e f g h i\n")
+    with pytest.raises(DataFormatError, match=r"train.tsv line 2: field 'label' must be 0 or 1"):
+        make_task("sst2_sentiment", path=tmp_path)
+    (folder / "train.tsv").write_text("label\tsentence\n1\ta b\tc\n")
+    with pytest.raises(DataFormatError, match=r"line 2: has 3 tab-separated value\(s\)"):
+        make_task("sst2_sentiment", path=tmp_path)
+    (folder / "train.tsv").write_text("label\ttext\n1\ta b c d e f g h i\n")
+    with pytest.raises(DataFormatError, match=r"no sentence column \(tried sentence, content"):
+        make_task("sst2_sentiment", path=tmp_path)
+    with pytest.raises(ValueError, match="prompt_words=0 must be >= 1"):
+        make_task("sst2_sentiment", path=FIXTURES, prompt_words=0)
+
+
+def test_sst2_examples_match_the_task_text():
+    train = sst2_examples("train", FIXTURES)
+    assert len(train) == 8 and train[0].prompt == "" and train[0].target == 1.0
+    assert train[0].completion == "a warm, funny film that doesn't forget its heart"
+    dev = sst2_examples("dev", FIXTURES / "sst2" / "dev.tsv")
+    assert [e.target for e in dev] == [1.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="split must be 'train' or 'dev'"):
+        sst2_examples("test", FIXTURES)
+
+
+# ----------------------------------------------------------------------------- taskmaster-4
+
+
+def test_taskmaster4_reward_prompts_are_the_rlhf_task_prompts():
+    """The reward model is trained on the very text the policy's prompts become."""
+    task = make_task("taskmaster4_rlhf", path=FIXTURES, holdout=0.0)
+    assert task.default_reward == "taskmaster4_rm"
+    sample = task.split("train")[0]  # the agent's turn after the latte order and its API call
+    examples = taskmaster4_examples(("reward_00.json",), FIXTURES)
+    assert examples[0].prompt == prompt_text(sample.prompt)
+    assert examples[0].completion == sample.references[0] == "One small latte. Anything else?"
+    assert "[API result get_menu_items: " in examples[0].prompt
+    assert [e.target for e in examples] == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert examples[-1].completion == '[API call get_menu_items: {"query": "latte"}]'
+
+
+def test_taskmaster4_bad_reward_rows_are_named(tmp_path):
+    folder = tmp_path / "taskmaster4" / "reward"
+    folder.mkdir(parents=True)
+    row = {"context": "[]", "generation": '{"role": "agent", "text": "Hi."}', "reward": 0.5}
+    (folder / "reward_00.json").write_text(json.dumps([row]))
+    with pytest.raises(DataFormatError, match=r"reward_00.json item 0: reward must be 0.0 or 1.0"):
+        taskmaster4_examples(("reward_00.json",), tmp_path)
+    (folder / "reward_00.json").write_text(json.dumps([{"context": "[]"}]))
+    with pytest.raises(DataFormatError, match=r"item 0: not a Taskmaster-4 reward row"):
+        taskmaster4_examples(("reward_00.json",), tmp_path)
+    row = {"context": '[{"role": "agent"}]', "generation": '{"text": "x"}', "reward": 1}
+    (folder / "reward_00.json").write_text(json.dumps([row]))
+    with pytest.raises(DataFormatError, match=r"a turn needs 'text', or 'api' / 'response'"):
+        taskmaster4_examples(("reward_00.json",), tmp_path)
+
+
+# ----------------------------------------------------------------------------- one command
+
+
+def test_train_rm_data_trains_saves_where_the_rewards_look(
+    tiny_bert, tmp_path, monkeypatch, capsys
+):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("TEXTGYM_REWARD_MODELS", str(tmp_path / "rms"))
+    argv = ["feedback", "train-rm", "--data", "sst2", "--data-path", str(FIXTURES)]
+    assert cli.main([*argv, "--base-model", tiny_bert, *TINY]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed[printed.index("{") :])
+    assert report["saved"] == str(tmp_path / "rms" / "sst2") == str(reward_model_dir("sst2"))
+    assert report["eval/size"] == 4 and report["train/size"] == 8  # all of dev.tsv, train.tsv
+    assert {"eval/accuracy", "eval/auc", "eval/majority_baseline", "time/train_seconds"} <= set(
+        report
+    )
+    saved = json.loads((reward_model_dir("sst2") / "recipe_metrics.json").read_text())
+    assert saved["config"]["max_length"] == 48 and saved["config"]["max_train_examples"] == 3000
+
+    # The task's default reward finds the model; it scores the opening plus the continuation.
+    task = make_task("sst2_sentiment", path=FIXTURES)
+    reward = make_reward(task.default_reward, device="cpu")
+    assert isinstance(reward, SentimentReward)
+    samples = task.split("validation")
+    prompts = [prompt_text(s.prompt) for s in samples]
+    completions = [s.references[0] for s in samples]
+    meta = {"opening": [s.meta["opening"] for s in samples]}
+    total, parts = score(reward, prompts, completions, None, **meta)
+    assert total.shape == (3,) and np.all((total > 0) & (total < 1))
+    assert list(parts) == ["sst2_sentiment"]
+    whole = LearnedReward(reward_model_dir("sst2"), output="prob", device="cpu")
+    sentences = [f"{s.meta['opening']} {s.references[0]}" for s in samples]
+    np.testing.assert_allclose(total, whole([""] * 3, sentences, None), rtol=1e-5)
+
+
+def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    out = tmp_path / "tm4"
+    config = dict(base_model=tiny_bert, max_length=64, batch_size=8, epochs=1, device="cpu")
+    _, metrics = train_recipe("taskmaster4", out, path=FIXTURES, **config)
+    assert metrics["train/size"] == 25 and metrics["eval/size"] == 5  # files 00-04 vs 05
+    assert metrics["eval_text/size"] == 4  # the held-out API-call row is left out
+    assert metrics["eval/majority_baseline"] == pytest.approx(0.6)
+    monkeypatch.setenv("TEXTGYM_REWARD_MODELS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"textgym feedback train-rm --data taskmaster4"):
+        make_reward("taskmaster4_rm")
+    reward = make_reward("taskmaster4_rm", path=out, device="cpu")
+    values = reward(["user: A mocha."] * 2, ["One mocha.", "No."], None)
+    assert values.shape == (2,) and np.all((values > 0) & (values < 1))
+    assert reward.name == "taskmaster4_rm"
+
+
+def test_train_rm_command_line_errors(tmp_path, capsys):
+    base = ["feedback", "train-rm"]
+    assert cli.main([*base, "--data", "imdb", "--out", str(tmp_path)]) == 2
+    assert "unknown reward-model recipe 'imdb'; valid: sst2, taskmaster4" in capsys.readouterr().err
+    assert cli.main([*base, "--data", "sst2", "--kind", "pairs", "--data-path", str(FIXTURES)]) == 2
+    assert "recipe 'sst2' has binary labels" in capsys.readouterr().err
+    assert cli.main([*base, "--db", str(tmp_path / "fb.sqlite")]) == 2
+    assert "--out is required with --db" in capsys.readouterr().err
+    assert cli.main([*base, "--data", "sst2", "--data-path", str(tmp_path)]) == 2
+    assert "train.tsv not found; pass the folder with train.tsv" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --db and --data exclude each other
+        cli.main([*base, "--db", "x", "--data", "sst2"])
+
+
+# ----------------------------------------------------------------------------- summarization
+
+
+def test_reference_length_and_rouge_minilm():
+    refs = [["the cat sat on the mat"]] * 3
+    completions = ["the cat sat on the mat", "a dog", ""]
+    assert ReferenceLength()(["p"] * 3, completions, refs).tolist() == pytest.approx(
+        [1.0, 2 / 6, 0.0]
+    )
+    reward = make_reward("rouge_minilm", device="cpu")
+    total, parts = score(reward, ["p"] * 3, completions, refs)
+    assert list(parts) == ["rouge_l", "semantic_similarity", "reference_length"]
+    assert total[0] == pytest.approx(1.75, abs=1e-4)  # every term is 1 for the reference itself
+    assert total[2] == 0.0  # an empty summary earns nothing
+    assert 0 < total[1] < total[0]
+    assert repr(rouge_minilm(semantic_similarity=0, reference_length=0.5)) == (
+        "WeightedSum(rouge_l*1, reference_length*0.5)"
+    )
+    with pytest.raises(ValueError, match="every weight is 0"):
+        rouge_minilm(rouge_l=0, semantic_similarity=0, reference_length=0)
+    with pytest.raises(ValueError, match=r"weight rouge_l=-1 must be a number >= 0"):
+        rouge_minilm(rouge_l=-1)
+    with pytest.raises(ValueError, match="needs one list of references per completion"):
+        ReferenceLength()(["p"], ["x"], None)
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_real_sst2_sentiment_task_and_labels(shared_data):
+    task = make_task("sst2_sentiment", path=shared_data)
+    assert len(task.split("train")) == 22_166 and len(task.split("validation")) == 768
+    dev = task.split("validation")
+    assert 0.45 < np.mean([s.meta["label"] for s in dev]) < 0.55
+    assert all(len(s.meta["opening"].split()) == 5 for s in dev)
+    assert len(sst2_examples("train", shared_data)) == 67_349
+    assert len(sst2_examples("dev", shared_data)) == 872
+
+
+def test_real_taskmaster4_reward_examples_and_task(shared_data):
+    train = taskmaster4_examples(TASKMASTER4_REWARD_FILES[:5], shared_data)
+    held_out = taskmaster4_examples(("reward_05.json",), shared_data)
+    assert (len(train), len(held_out)) == (2_500, 328)
+    assert 0.8 < np.mean([e.target for e in train + held_out]) < 0.9
+    assert all(e.prompt.startswith("system: You take drink orders") for e in held_out)
+    task = make_task("taskmaster4_rlhf", path=shared_data, max_samples=50)
+    assert "[API result " in "".join(prompt_text(s.prompt) for s in task.split("train"))
+
+
+def test_real_dialogsum_rl_is_dialogsum_with_the_climbable_reward(shared_data):
+    task = make_task("dialogsum_rl", path=shared_data, max_samples=20)
+    plain = make_task("dialogsum", path=shared_data, max_samples=20)
+    assert task.default_reward == "rouge_minilm" and task.name == "dialogsum_rl"
+    assert task.split("test") == plain.split("test")

@@ -1,0 +1,327 @@
+"""Reward models from public labelled data, one command each, and the rewards that use them.
+
+Two recipes, each a data set of real labels, a fixed train / held-out split and training
+settings measured to fit a CPU budget:
+
+- ``sst2``: sentiment. SST-2 ``train.tsv`` sentences (a seeded random subset, see
+  :data:`RECIPES`) against all of ``dev.tsv``; the positive class is label 1. The reward
+  ``"sst2_sentiment"`` (the default of the ``sst2_sentiment`` task) is the probability that
+  the prompt's opening words plus the completion are positive.
+- ``taskmaster4``: Taskmaster-4's human labels of candidate agent turns (``reward_00`` to
+  ``reward_04.json`` train, ``reward_05.json`` is held out, as the data set's authors split it).
+  The conversation is written exactly as the ``taskmaster4_rlhf`` task writes its prompts
+  (system message, ``user:`` / ``assistant:`` lines, API calls and results inline), so the
+  reward ``"taskmaster4_rm"`` (that task's default: the probability of a "good" label) scores
+  the policy's prompts in the format it was trained on.
+
+``textgym feedback train-rm --data sst2`` (or ``taskmaster4``) trains one and saves it in
+:func:`reward_model_dir` (``$TEXTGYM_REWARD_MODELS/<name>``, else ``runs/reward_models/<name>``
+under the working directory), where the rewards look for it; ``path=`` points them elsewhere.
+The data comes from the data root of :func:`textgym.tasks.datasets.default_data_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textgym.feedback.reward_model import (
+    LearnedReward,
+    RewardModel,
+    RewardModelConfig,
+    ScoredText,
+    evaluate,
+    train_reward_model,
+)
+from textgym.rewards.base import register_reward
+from textgym.tasks.base import prompt_text
+from textgym.tasks.datasets import DataFormatError, dataset_dir
+from textgym.tasks.datasets.continuation import detokenize_sst2, sst2_text
+from textgym.tasks.datasets.dialogue import (
+    TASKMASTER4_INSTRUCTION,
+    api_call_line,
+    api_result_line,
+    taskmaster4_system,
+)
+from textgym.tasks.datasets.prompts import system_turn
+from textgym.tasks.datasets.records import read_tsv
+
+REWARD_MODELS_ENV = "TEXTGYM_REWARD_MODELS"
+"""Environment variable naming the folder that holds the recipes' trained reward models."""
+
+Examples = list[ScoredText]
+
+
+def reward_model_dir(name: str) -> Path:
+    """Where recipe ``name``'s model is saved and looked for: ``$TEXTGYM_REWARD_MODELS/<name>``,
+    else ``runs/reward_models/<name>`` under the working directory.
+
+    >>> reward_model_dir("sst2").parts[-2:]
+    ('reward_models', 'sst2')
+    """
+    return Path(os.environ.get(REWARD_MODELS_ENV, "runs/reward_models")) / name
+
+
+# ----------------------------------------------------------------------------- the data
+
+
+def sst2_examples(split: str = "train", path: str | os.PathLike[str] | None = None) -> Examples:
+    """SST-2 sentences of ``split`` ("train" or "dev"), detokenized as the ``sst2_sentiment``
+    task shows them, as completions with an empty prompt and the 0/1 label as target.
+
+    ``path`` is the data root, the ``sst2`` folder or the ``.tsv`` file itself.
+    """
+    if split not in ("train", "dev"):
+        raise ValueError(f"SST-2 split must be 'train' or 'dev', got {split!r}")
+    given = Path(path) if path is not None else None
+    file = given if given is not None and given.is_file() else None
+    if file is None:
+        file = dataset_dir("sst2", "sst2", given) / f"{split}.tsv"
+    if not file.is_file():
+        raise FileNotFoundError(f"SST-2: {file} not found; pass the folder with {split}.tsv")
+    out = []
+    for where, row in read_tsv(file):
+        label = row.get("label")
+        if label not in ("0", "1"):
+            raise DataFormatError(f"{where}: field 'label' must be 0 or 1, got {label!r}")
+        out.append(ScoredText("", detokenize_sst2(sst2_text(row, where)), float(label)))
+    return out
+
+
+TASKMASTER4_REWARD_FILES = tuple(f"reward_{i:02d}.json" for i in range(6))
+"""The six files of ``taskmaster4/reward/``; the authors' split trains on 00-04, tests on 05."""
+
+
+def taskmaster4_turns(context: list[Any], where: str) -> list[dict[str, str]]:
+    """A reward row's context as the ``taskmaster4_rlhf`` task's chat messages.
+
+    Agent text is an ``assistant`` turn; user text, agent API calls and API results are
+    ``user`` turns (consecutive ones joined by line breaks), the calls and results written as
+    ``api="inline"`` writes them, since the task's data stores them with the user turn.
+
+    >>> taskmaster4_turns([{"role": "user", "text": "A latte."},
+    ...     {"role": "agent", "api": {"get_menu_items": {"query": "latte"}}},
+    ...     {"role": "api", "response": {"get_menu_items": {"items": []}}}], "here")[0]["content"]
+    'A latte.\\n[API call get_menu_items: {"query": "latte"}]\\n[API result get_menu_items: {"items": []}]'
+    """
+    messages: list[dict[str, str]] = []
+    for turn in context:
+        role, text = _turn(turn, where)
+        if messages and messages[-1]["role"] == role:
+            messages[-1] = {"role": role, "content": messages[-1]["content"] + "\n" + text}
+        else:
+            messages.append({"role": role, "content": text})
+    return messages
+
+
+def _turn(turn: Any, where: str) -> tuple[str, str]:
+    """(chat role, text) of one Taskmaster-4 reward turn."""
+    if not isinstance(turn, dict):
+        raise DataFormatError(f"{where}: a turn is {type(turn).__name__}, not a JSON object")
+    if "text" in turn:
+        return ("assistant" if turn.get("role") == "agent" else "user"), str(turn["text"]).strip()
+    for key, line in (("api", api_call_line), ("response", api_result_line)):
+        value = turn.get(key)
+        if isinstance(value, dict) and len(value) == 1:
+            ((name, payload),) = value.items()
+            return "user", line(str(name), json.dumps(payload))
+    raise DataFormatError(
+        f"{where}: a turn needs 'text', or 'api' / 'response' holding one {{name: payload}} "
+        f"object; got fields {sorted(turn)}"
+    )
+
+
+def taskmaster4_examples(
+    files: tuple[str, ...] = TASKMASTER4_REWARD_FILES,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    instruction: str = TASKMASTER4_INSTRUCTION,
+) -> Examples:
+    """Taskmaster-4 reward rows of ``files`` (in ``taskmaster4/reward``): the conversation as the
+    ``taskmaster4_rlhf`` prompt text (prompt), the candidate agent turn (completion; an API call
+    is written as an ``[API call ...]`` line) and the human label, 0.0 or 1.0 (target).
+    """
+    folder = dataset_dir("taskmaster4", "taskmaster4/reward", path)
+    system = system_turn(taskmaster4_system(instruction, "inline"))
+    out = []
+    for name in files:
+        file = folder / name
+        try:
+            rows = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataFormatError(f"{file}: not a readable JSON list ({exc})") from exc
+        if not isinstance(rows, list):
+            raise DataFormatError(f"{file}: expected a JSON list of reward rows")
+        for i, row in enumerate(rows):
+            where = f"{file} item {i}"
+            try:
+                context = json.loads(row["context"])
+                generation = json.loads(row["generation"])
+                target = float(row["reward"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DataFormatError(
+                    f"{where}: not a Taskmaster-4 reward row (needs JSON strings 'context', "
+                    f"'generation' and a number 'reward'; {type(exc).__name__}: {exc})"
+                ) from None
+            if target not in (0.0, 1.0):
+                raise DataFormatError(f"{where}: reward must be 0.0 or 1.0, got {target}")
+            if not isinstance(context, list):
+                raise DataFormatError(f"{where}: 'context' must hold a JSON list of turns")
+            prompt = prompt_text(system + taskmaster4_turns(context, where))
+            out.append(ScoredText(prompt, _turn(generation, where)[1], target))
+    return out
+
+
+# ----------------------------------------------------------------------------- the recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A labelled data set, its fixed train / held-out split and its training settings.
+
+    Attributes:
+        name: the recipe (``--data NAME``) and the folder name under :func:`reward_model_dir`.
+        data: ``data(path) -> (train, held_out)`` examples; ``path`` is the data root or None.
+        config: :class:`RewardModelConfig` fields this recipe sets (the command line wins).
+        about: one line for ``--help`` and the docs.
+    """
+
+    name: str
+    data: Callable[[str | os.PathLike[str] | None], tuple[Examples, Examples]]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    about: str = ""
+
+
+RECIPES: dict[str, Recipe] = {
+    "sst2": Recipe(
+        "sst2",
+        lambda path: (sst2_examples("train", path), sst2_examples("dev", path)),
+        # 3,000 of the 67,349 sentences: about 5 minutes on 2 busy CPU cores.
+        {"kind": "binary", "max_length": 64, "learning_rate": 1e-4, "max_train_examples": 3000},
+        "SST-2 sentiment: train.tsv (3,000-sentence random subset) vs all of dev.tsv",
+    ),
+    "taskmaster4": Recipe(
+        "taskmaster4",
+        lambda path: (
+            taskmaster4_examples(TASKMASTER4_REWARD_FILES[:5], path),
+            taskmaster4_examples(TASKMASTER4_REWARD_FILES[5:], path),
+        ),
+        {"kind": "binary", "max_length": 192, "learning_rate": 1e-4},
+        "Taskmaster-4 human labels: reward_00-04.json vs reward_05.json",
+    ),
+}
+"""Recipe name -> :class:`Recipe`."""
+
+
+def train_recipe(
+    name: str,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    **config: Any,
+) -> tuple[RewardModel, dict[str, float]]:
+    """Train recipe ``name`` and save the model to ``out`` (default :func:`reward_model_dir`).
+
+    ``config`` overrides the recipe's :class:`RewardModelConfig` fields. Returns the model and
+    its metrics: ``eval/...`` on the held-out set (accuracy, majority baseline, balanced
+    accuracy, AUC), ``train/...`` and ``time/train_seconds``. For ``taskmaster4`` also
+    ``eval_text/...``: the held-out rows whose candidate is a text reply, the only kind a
+    policy writes. The metrics are saved beside the model as ``recipe_metrics.json``.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown reward-model recipe {name!r}; valid: {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    if config.get("kind", "binary") != "binary":
+        raise ValueError(f"recipe {name!r} has binary labels; kind={config['kind']!r} cannot fit")
+    train, held_out = recipe.data(path)
+    settings = RewardModelConfig(**{**recipe.config, **config})
+    start = time.perf_counter()
+    model, metrics = train_reward_model(train, held_out, settings)
+    metrics["time/train_seconds"] = round(time.perf_counter() - start, 1)
+    texts = [e for e in held_out if not e.completion.startswith("[API ")]
+    if name == "taskmaster4" and texts:
+        text_metrics = evaluate(model, texts, batch_size=settings.eval_batch_size)
+        metrics.update({k.replace("eval/", "eval_text/"): v for k, v in text_metrics.items()})
+    folder = Path(out) if out is not None else reward_model_dir(name)
+    model.save(folder)
+    record = {"recipe": name, "config": {**recipe.config, **config}, **metrics}
+    (folder / "recipe_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    return model, metrics
+
+
+# ----------------------------------------------------------------------------- the rewards
+
+
+def _recipe_model(name: str, path: str | os.PathLike[str] | None) -> Path:
+    folder = Path(path) if path is not None else reward_model_dir(name)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no {name} reward model at {folder}: train it with `textgym feedback train-rm "
+            f"--data {name}` (it saves to {reward_model_dir(name)}), set {REWARD_MODELS_ENV} "
+            "to the folder holding it, or pass path="
+        )
+    return folder
+
+
+class SentimentReward(LearnedReward):
+    """P(positive) of the opening words plus the completion, from the ``sst2`` reward model.
+
+    The sentence is scored whole, as SST-2 labels whole sentences: "this movie is not" +
+    " good at all" is negative although the continuation alone reads positive. The opening
+    comes from ``meta["opening"]`` (the ``sst2_sentiment`` task sets it); without it the
+    completion alone is scored. A completion counts as positive when its reward is above 0.5.
+
+    Args:
+        path: the model folder; default :func:`reward_model_dir` ``("sst2")``.
+        device: torch device; default CUDA when available.
+        batch_size: texts per forward pass.
+    """
+
+    name = "sst2_sentiment"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        super().__init__(
+            _recipe_model("sst2", path), output="prob", device=device, batch_size=batch_size
+        )
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> np.ndarray:
+        openings = meta.get("opening") or [""] * len(completions)
+        texts = [f"{o} {c.strip()}".strip() for o, c in zip(openings, completions, strict=True)]
+        return super().__call__([""] * len(texts), texts, references)
+
+
+def taskmaster4_reward(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    device: str | None = None,
+    batch_size: int = 64,
+) -> LearnedReward:
+    """P(a person labels the reply good), from the ``taskmaster4`` recipe's reward model."""
+    reward = LearnedReward(
+        _recipe_model("taskmaster4", path), output="prob", device=device, batch_size=batch_size
+    )
+    reward.name = "taskmaster4_rm"
+    return reward
+
+
+register_reward("sst2_sentiment", SentimentReward)
+register_reward("taskmaster4_rm", taskmaster4_reward)
