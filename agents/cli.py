@@ -217,11 +217,13 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     key = "train/reward" if any("train/reward" in r for r in rows) else "train/loss"  # sft, dpo
     rewards = [r[key] for r in rows if key in r]
     evals = [r["eval/reward"] for r in rows if "eval/reward" in r]
+    wins = [r["eval/success"] for r in rows if "eval/success" in r]  # conversation tasks
     k = max(1, min(3, len(rewards) // 3))
     print(
         f"done in {time.perf_counter() - start:.0f} s: {key} {sum(rewards[:k]) / k:.3f} "
         f"(first {k} iterations) -> {sum(rewards[-k:]) / k:.3f} (last {k})"
         + (f"; eval/reward {evals[0]:.3f} -> {evals[-1]:.3f}" if len(evals) > 1 else "")
+        + (f"; eval/success {wins[0]:.3f} -> {wins[-1]:.3f}" if len(wins) > 1 else "")
     )
     return 0
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from agents.tracking import parse_report_to
+from textgym.conversation.simulators import USERS
 from textgym.fields import field_docs as field_docs  # re-exported: agents.cli reads it here
 from textgym.tasks.base import SPLITS
 
@@ -207,14 +208,25 @@ class OnPolicyConfig(TrainConfig):
     max_abs_reward: float = 1e6
     """Stop the run when a reward's magnitude exceeds this (finite, > 0): such a reward is almost always a broken one, it drowns the KL term and overflows float32 losses."""
 
+    # -- conversation tasks (TextGen-Conversation-v0): max_prompt_tokens is then the context
+    # budget C of the whole dialogue and max_new_tokens the cap on tokens per agent turn.
+    max_turns: int = 8
+    """Conversation tasks: agent turns per dialogue at most (the dialogue ends there)."""
+    max_total_tokens: int = 0
+    """Conversation tasks: agent tokens per dialogue at most, over all its turns (0 = no cap beyond max_turns * max_new_tokens)."""
+    user: str | None = None
+    """Conversation tasks: the user simulator, "scripted", "replay", "lm", "remote" or "human" (default: the task's own)."""
+
     @property
     def group_size(self) -> int:
         """Completions per prompt (1 except for the group-baseline algorithms)."""
         return 1
 
     def __post_init__(self) -> None:
-        check_ints(self, ("num_epochs", "num_minibatches"), 1)
-        check_ints(self, ("top_k",), 0)
+        check_ints(self, ("num_epochs", "num_minibatches", "max_turns"), 1)
+        check_ints(self, ("top_k", "max_total_tokens"), 0)
+        if self.user is not None and self.user not in USERS:
+            raise ValueError(f"user must be one of {list(USERS)} or None, got {self.user!r}")
         check_real(self, "temperature", 0, open_low=True)
         check_real(self, "max_abs_reward", 0, open_low=True)
         check_real(self, "top_p", 0, 1, open_low=True)

@@ -21,6 +21,7 @@ loss and KL term is masked to agent tokens.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from agents import grpo
+from agents.algorithm import LossAndStats
 from agents.config import check_ints, check_real
 from agents.policy import TransformerPolicy
 from agents.ppo import clipped_policy_loss, clipped_value_loss, gae
@@ -55,6 +57,13 @@ class DialogueRollout:
     rewards: torch.Tensor  # (B, T) float32
     values: torch.Tensor | None  # (B, T) float32
     infos: list[dict[str, Any]] = field(default_factory=list)  # each row's final info
+    turn_rewards: list[list[float]] = field(default_factory=list)  # each row's per-turn rewards
+    cut_turns: list[list[bool]] = field(default_factory=list)  # per turn: cut at a token cap
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """``action_mask`` under the name :meth:`agents.onpolicy.OnPolicyTrainer.update` reads."""
+        return self.action_mask
 
     @property
     def returns(self) -> torch.Tensor:
@@ -65,6 +74,25 @@ class DialogueRollout:
     def success(self) -> np.ndarray:
         """(B,) the final reward's first component per dialogue (e.g. ``success``)."""
         return np.array([next(iter(info["reward_components"].values())) for info in self.infos])
+
+    def select(self, rows: torch.Tensor | list[int]) -> DialogueRollout:
+        """The dialogues ``rows`` (indices) as a rollout of their own (a minibatch)."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.ids.device)
+        picked = index.tolist()
+        tensors = {
+            name: None if value is None else value[index]
+            for name, value in (
+                ("ids", self.ids), ("attention", self.attention),
+                ("action_mask", self.action_mask), ("logprobs", self.logprobs),
+                ("rewards", self.rewards), ("values", self.values),
+            )
+        }  # fmt: skip
+        return DialogueRollout(
+            **tensors,  # type: ignore[arg-type]
+            infos=[self.infos[b] for b in picked],
+            turn_rewards=[self.turn_rewards[b] for b in picked],
+            cut_turns=[self.cut_turns[b] for b in picked],
+        )
 
 
 def check_dialogue_env(envs: Any) -> ConversationVectorEnv:
@@ -142,6 +170,8 @@ def rollout_dialogues(
     zeros = torch.zeros(B, C - first, device=device)
     actions, logprobs, rewards, values = [zeros], [zeros.clone()], [zeros.clone()], [zeros.clone()]
     infos: list[dict[str, Any]] = [{} for _ in range(B)]
+    turn_rewards: list[list[float]] = [[] for _ in range(B)]
+    cut_turns: list[list[bool]] = [[] for _ in range(B)]
 
     with autocast:
         logits, hidden, cache = policy.lm_forward(
@@ -169,6 +199,9 @@ def rollout_dialogues(
                 continue
             turn_ended = "_inserted_tokens" in info and info["_inserted_tokens"][b]
             inserted = int(info["inserted_tokens"][b]) if turn_ended else 0
+            if turn_ended:
+                turn_rewards[b].append(float(info["turn_reward"][b]))
+                cut_turns[b].append(info["turn_finish_reason"][b] == "length")
             rows.append([int(action[b]), *obs["input_ids"][b, C - inserted : C].tolist()])
             if terminated[b]:
                 infos[b] = _row_info(info, b)
@@ -210,6 +243,8 @@ def rollout_dialogues(
         },
         env.pad_token_id,
         infos,
+        turn_rewards,
+        cut_turns,
     )
 
 
@@ -219,6 +254,8 @@ def _compact(
     columns: dict[str, torch.Tensor | None],
     pad: int,
     infos: list[dict[str, Any]],
+    turn_rewards: list[list[float]],
+    cut_turns: list[list[bool]],
 ) -> DialogueRollout:
     """Drop the padding inside rows: each row's real tokens left-padded into one run, so that
     column t-1 is the token before column t (what a no-cache forward predicts from)."""
@@ -237,7 +274,14 @@ def _compact(
         for key, value in columns.items():
             if value is not None:
                 out[key][b, start:] = value[b, real[b]]  # type: ignore[index]
-    return DialogueRollout(ids=out_ids, attention=out_attention, infos=infos, **out)  # type: ignore[arg-type]
+    return DialogueRollout(
+        ids=out_ids,
+        attention=out_attention,
+        infos=infos,
+        turn_rewards=turn_rewards,
+        cut_turns=cut_turns,
+        **out,  # type: ignore[arg-type]
+    )
 
 
 def dialogue_logprobs(
@@ -400,7 +444,8 @@ def dialogue_targets(
     scale: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """(B, T) ``advantages`` (and ``returns`` for the value loss, ``ref_logprobs`` for GRPO's
-    KL term) of ``config.algo``; rows come in groups of ``group_size`` sharing a goal."""
+    KL term) of ``config.algo``; rows come in groups of ``group_size`` sharing a goal. With
+    ``kl_coef`` > 0 also ``kl``: the rollout's per-token log-ratio to the reference."""
     mask = batch.action_mask
     kl = torch.zeros_like(mask)
     ref_logprobs = None
@@ -408,20 +453,21 @@ def dialogue_targets(
         with policy.reference_mode_on() as reference:
             ref_logprobs = dialogue_forward(policy, reference, batch, scale)[0]
         kl = (batch.logprobs - ref_logprobs) * mask
+    measured = {} if ref_logprobs is None else {"kl": kl}
     if config.algo == "grpo":
         standardised = grpo.group_advantages(batch.returns, group_size, config.scale_rewards)
-        targets = {"advantages": standardised[:, None] * mask}  # one per dialogue
+        targets = {"advantages": standardised[:, None] * mask, **measured}  # one per dialogue
         return targets if ref_logprobs is None else {**targets, "ref_logprobs": ref_logprobs}
     penalised = replace(batch, rewards=batch.rewards - config.kl_coef * kl)
     if config.algo == "rloo":
-        return {"advantages": group_advantages(penalised, group_size) * mask}
+        return {"advantages": group_advantages(penalised, group_size) * mask, **measured}
     if batch.values is None:
         raise ValueError(f"{config.algo} needs the rollout's values: record_values=True")
     gamma, lam = (config.gamma, config.gae_lambda) if config.algo == "ppo" else (1.0, 1.0)
     advantages, returns = dialogue_gae(penalised.rewards, batch.values, mask, gamma, lam)
     if config.whiten_advantages:
         advantages = whiten(advantages, mask)
-    return {"advantages": advantages, "returns": returns}
+    return {"advantages": advantages, "returns": returns, **measured}
 
 
 def dialogue_loss(
@@ -430,29 +476,34 @@ def dialogue_loss(
     targets: dict[str, torch.Tensor],
     config: DialogueConfig,
     scale: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
+    denom: float | None = None,
+) -> LossAndStats:
     """``config.algo``'s loss on whole dialogues, every term masked to agent tokens and divided
-    by their number: PPO's clipped surrogate against the rollout's log-probs (plain for
-    REINFORCE), the value loss (PPO, REINFORCE), GRPO's k3 KL term. Returns ``(loss, stats)``."""
+    by ``denom`` (default: their number here; a minibatch's when ``batch`` is one micro-batch
+    of it): PPO's clipped surrogate against the rollout's log-probs (plain for REINFORCE), the
+    value loss (PPO, REINFORCE), GRPO's k3 KL term. Returns ``(loss, sums)``: each stat
+    (``clipfrac``, ``approx_kl``, ``policy_loss``, ...) summed over agent tokens, as
+    :meth:`~agents.trainer.BaseTrainer.optimizer_step` adds them up."""
     mask = batch.action_mask
-    denom = float(mask.sum().clamp(min=1))
+    denom = float(mask.sum().clamp(min=1)) if denom is None else denom
     logp, values = dialogue_forward(policy, policy.model, batch, scale, config.uses_values)
     clip = None if config.algo == "reinforce" else config.clip_range
-    loss, sums = clipped_policy_loss(logp, batch.logprobs, targets["advantages"], mask, clip, denom)
-    stats = {f"train/{k}": float(v) / denom for k, v in sums.items()}
-    stats["train/policy_loss"] = float(loss.detach())
+    loss, stats = clipped_policy_loss(
+        logp, batch.logprobs, targets["advantages"], mask, clip, denom
+    )
+    stats["policy_loss"] = loss.detach() * denom
     if config.uses_values:
         assert values is not None and batch.values is not None
         value_clip = config.clip_range_value if config.algo == "ppo" else 0.0
         value_loss = clipped_value_loss(
             values, batch.values, targets["returns"], mask, value_clip, denom
         )
-        stats["train/value_loss"] = float(value_loss.detach())
+        stats["value_loss"] = value_loss.detach() * denom
         loss = loss + config.vf_coef * value_loss
     if "ref_logprobs" in targets:
         diff = torch.where(mask > 0, targets["ref_logprobs"] - logp, 0.0)
         kl_loss = ((diff.exp() - diff - 1) * mask).sum() / denom
-        stats["train/kl_loss"] = float(kl_loss.detach())
+        stats["kl_loss"] = kl_loss.detach() * denom
         loss = loss + config.kl_coef * kl_loss
     return loss, stats
 
@@ -495,15 +546,42 @@ def train_step(
     )
     targets = dialogue_targets(policy, batch, config, group_size, sampling.scale)
     policy.train()
+    denom = float(batch.action_mask.sum().clamp(min=1))
     for _ in range(config.epochs):
-        loss, stats = dialogue_loss(policy, batch, targets, config, sampling.scale)
+        loss, sums = dialogue_loss(policy, batch, targets, config, sampling.scale)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return {
         "train/loss": float(loss.detach()),
-        **stats,
-        "train/return": float(batch.returns.mean()),
-        "train/success": float(batch.success.mean()),
-        "train/turns": float(np.mean([info["num_turns"] for info in batch.infos])),
+        **{f"train/{name}": float(value) / denom for name, value in sums.items()},
+        **dialogue_metrics(batch, "train"),
     }
+
+
+def dialogue_metrics(
+    batches: DialogueRollout | Sequence[DialogueRollout], prefix: str
+) -> dict[str, float]:
+    """What one or more batches of dialogues show, as ``{prefix}/...`` means over dialogues:
+    ``reward`` (the return: per-turn plus final rewards), ``success`` (the final reward's
+    first component), ``turns`` (agent turns per dialogue), ``turn_reward`` (mean reward of a
+    turn, the final reward excluded), ``cut_turns`` (the fraction of turns cut at a token cap),
+    ``length`` (agent tokens per dialogue), ``user_failure`` (the fraction that ended on a
+    failed user simulator) and ``reward/<name>`` for the final reward's other components."""
+    batches = [batches] if isinstance(batches, DialogueRollout) else list(batches)
+    infos = [info for b in batches for info in b.infos]
+    turns = [r for b in batches for row in b.turn_rewards for r in row]
+    cut = [c for b in batches for row in b.cut_turns for c in row]
+    metrics = {
+        f"{prefix}/reward": float(torch.cat([b.returns for b in batches]).mean()),
+        f"{prefix}/success": float(np.concatenate([b.success for b in batches]).mean()),
+        f"{prefix}/turns": float(np.mean([info["num_turns"] for info in infos])),
+        f"{prefix}/turn_reward": float(np.mean(turns)) if turns else 0.0,
+        f"{prefix}/cut_turns": float(np.mean(cut)) if cut else 0.0,
+        f"{prefix}/length": float(torch.cat([b.action_mask.sum(1) for b in batches]).mean()),
+    }
+    for name in list(infos[0]["reward_components"])[1:]:
+        values = [info["reward_components"][name] for info in infos]
+        key = f"{prefix}/user_failure" if name == "user_failure" else f"{prefix}/reward/{name}"
+        metrics[key] = float(np.mean(values))
+    return metrics

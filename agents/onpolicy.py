@@ -20,6 +20,7 @@ from agents.algorithm import LossAndStats, OnPolicyAlgorithm
 from agents.config import OnPolicyConfig
 from agents.policy import Rollout, Sampling, evaluate_tokens, rollout
 from agents.trainer import BaseTrainer
+from textgym.conversation.tasks import ConversationTask
 from textgym.rewards.online import online_rewards
 from textgym.vector import TextGenVectorEnv
 
@@ -46,6 +47,12 @@ class OnPolicyTrainer(BaseTrainer):
 
     def _setup(self, seed: int) -> None:
         cfg = self.config
+        if isinstance(self.task, ConversationTask):
+            raise ValueError(
+                f"task {self.task.name!r} is a conversation task: train it with "
+                "agents.registry.build_trainer (or agents.dialogue_trainer.DialogueTrainer), "
+                "which plays whole dialogues"
+            )
         self.sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
         self.envs = TextGenVectorEnv(num_envs=cfg.batch_size, split=cfg.split, **self.env_kwargs)
         self.envs.reset(seed=seed)
@@ -72,15 +79,12 @@ class OnPolicyTrainer(BaseTrainer):
         far better than N narrow decode steps (on 2 CPU cores with SmolLM2 at batch 16 and
         32 tokens it takes about a quarter of their time).
         """
-        k = self.config.group_size
-        n = len(self.envs.task.split(self.config.split))
-        index = np.repeat(self.envs.np_random.integers(n, size=self.config.batch_size // k), k)
         batch = rollout(
             self.policy,
             self.envs,
             self.sampling,
             self.generator,
-            options={"index": index.tolist()},
+            options={"index": self.draw_indices()},
             record_values=self.algorithm.uses_value_head,
             autocast=self.runtime.autocast(),
         )
@@ -97,18 +101,48 @@ class OnPolicyTrainer(BaseTrainer):
             batch.ref_logprobs = ref_logprobs * batch.mask
         return batch
 
+    def draw_indices(self) -> list[int]:
+        """The split indices of the next rollout's ``batch_size`` episodes, drawn by the
+        training env; groups of ``group_size`` consecutive episodes share one."""
+        k = self.config.group_size
+        n = len(self.task.split(self.config.split))
+        index = np.repeat(self.envs.np_random.integers(n, size=self.config.batch_size // k), k)
+        return index.tolist()
+
     def step(self) -> dict[str, float]:
         """Rollout, targets and update; returns the iteration's metrics."""
         cfg, rt = self.config, self.runtime
         start = time.perf_counter()
         batch = self.collect()
         rollout_s = time.perf_counter() - start
-        worst = float(batch.scores.abs().max())
+        targets, metrics = self.batch_targets(batch)
+        update_start = time.perf_counter()
+        metrics.update(self.update(batch, targets))
+        if "train/kl" in metrics:
+            self.kl.update(metrics["train/kl"], cfg.batch_size)
+        self.iteration += 1
+        end = time.perf_counter()
+        metrics["time/rollout_s"] = rollout_s
+        metrics["time/update_s"] = end - update_start
+        metrics["time/tokens_per_s"] = float(rt.sum(batch.mask.sum())) / (end - start)
+        self.last_batch = batch  # the latest rollout, for inspection and benchmarks
+        return metrics
+
+    def check_reward_scale(self, scores: torch.Tensor) -> None:
+        """Stop on a reward above ``max_abs_reward`` (almost always a broken one)."""
+        cfg = self.config
+        worst = float(scores.abs().max())
         if worst > cfg.max_abs_reward:
             raise ValueError(
                 f"a reward of magnitude {worst:g} exceeds max_abs_reward={cfg.max_abs_reward:g}; "
                 "fix or rescale the reward (or raise --max-abs-reward if it is meant to be this large)"
             )
+
+    def batch_targets(self, batch: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """The algorithm's training targets of a rollout (e.g. advantages) and the rollout's
+        ``train/...`` metrics (reward, length, KL, the online rewards' stats)."""
+        rt = self.runtime
+        self.check_reward_scale(batch.scores)
         mean = rt.mean  # over the episodes of every process
         metrics: dict[str, float] = {
             "train/reward": mean(batch.scores),
@@ -124,17 +158,7 @@ class OnPolicyTrainer(BaseTrainer):
         metrics.update(self.train_online_rewards(batch))
         targets, stats = self.algorithm.targets(batch, self.kl.value, rt)
         metrics.update(stats)
-        update_start = time.perf_counter()
-        metrics.update(self.update(batch, targets))
-        if "train/kl" in metrics:
-            self.kl.update(metrics["train/kl"], cfg.batch_size)
-        self.iteration += 1
-        end = time.perf_counter()
-        metrics["time/rollout_s"] = rollout_s
-        metrics["time/update_s"] = end - update_start
-        metrics["time/tokens_per_s"] = float(rt.sum(batch.mask.sum())) / (end - start)
-        self.last_batch = batch  # the latest rollout, for inspection and benchmarks
-        return metrics
+        return targets, metrics
 
     def train_online_rewards(self, batch: Rollout) -> dict[str, float]:
         """Let the rewards that learn online (a discriminator) learn from the rollout; only

@@ -134,9 +134,23 @@ def make_config(algo: str, **options: Any) -> TrainConfig:
     return cls(**options)
 
 
+def trainer_class(config: TrainConfig) -> type[BaseTrainer]:
+    """The trainer of ``config``: its algorithm's registered one, or on a conversation task
+    (``hidden_item``, ``taskmaster4_order``, ...) the one that plays whole dialogues
+    (:func:`agents.dialogue_trainer.dialogue_trainer` says which algorithms can)."""
+    trainer = entry(config.algo).trainer
+    from textgym.conversation.tasks import list_conversation_tasks
+
+    if config.task.lower() in list_conversation_tasks():
+        from agents.dialogue_trainer import dialogue_trainer
+
+        return dialogue_trainer(config.algo, trainer)
+    return trainer
+
+
 def build_trainer(config: TrainConfig, **options: Unpack[TrainerOptions]) -> BaseTrainer:
-    """The registered trainer of ``config``'s algorithm, built on it."""
-    return entry(config.algo).trainer(config, **options)
+    """The trainer of ``config`` (:func:`trainer_class`), built on it."""
+    return trainer_class(config)(config, **options)
 
 
 def train(
@@ -162,5 +176,6 @@ __all__ = [
     "names",
     "register",
     "train",
+    "trainer_class",
     "unregister",
 ]

@@ -83,6 +83,8 @@ class BaseTrainer(abc.ABC):
     """
 
     algorithm: Algorithm
+    env_class: type[Any] = TextGenVectorEnv
+    """The vector env the evaluation plays (built on ``env_kwargs``)."""
 
     def __init__(
         self,
@@ -146,7 +148,7 @@ class BaseTrainer(abc.ABC):
             "autoreset_mode": "disabled",
             "copy": False,
         }
-        self._eval_envs: TextGenVectorEnv | None = None
+        self._eval_envs: Any = None
         # (label, reward) of the rewards that learn beside the policy: a subclass that trains
         # them (the on-policy trainer) fills this in _setup; evaluate() reports them.
         self.online_rewards: list[tuple[str, OnlineReward]] = []
@@ -244,14 +246,14 @@ class BaseTrainer(abc.ABC):
 
     # -- evaluation --------------------------------------------------------------------------
     @property
-    def eval_envs(self) -> TextGenVectorEnv:
+    def eval_envs(self) -> Any:
         if self._eval_envs is None:
             task_splits = self.task.splits
             split = self.config.eval_split
             if split not in task_splits and split == "validation" and "test" in task_splits:
                 split = "test"
             n = min(self.config.eval_samples, len(self.task.split(split)))
-            self._eval_envs = TextGenVectorEnv(num_envs=n, split=split, **self.env_kwargs)
+            self._eval_envs = self.env_class(num_envs=n, split=split, **self.env_kwargs)
         return self._eval_envs
 
     def evaluate(self) -> tuple[dict[str, float], str]:

@@ -16,6 +16,17 @@ SHARED_DATA = Path(
 )
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (tiny models run faster so on 2 shared cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return shared_tokenizer("smollm2-135m")

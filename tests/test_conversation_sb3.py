@@ -16,13 +16,7 @@ from textgym.models import tiny_model
 from textgym.reference import ReferenceLM
 from textgym.wrappers import ReferenceActionMask
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_env(tokenizer) -> gym.Env:

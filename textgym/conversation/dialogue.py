@@ -349,6 +349,7 @@ class Dialogues:
                 "turn": d.num_turns,
                 "turn_tokens": int(self.turn_len[i]),
                 "turn_finish_reason": "eot" if hit_eot[i] else "length",
+                "turn_reward": float(turn_total[k]),
                 "turn_reward_components": {n: float(v[k]) for n, v in parts.items()},
             }
 

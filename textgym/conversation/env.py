@@ -201,8 +201,9 @@ class ConversationEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Info
     ``reset`` gives ``prompt`` (the opening as text), ``index`` and ``prompt_tokens`` (context
     tokens). Steps inside a turn give ``{}``. A step that ends a turn gives ``turn`` (agent turns
-    so far), ``turn_tokens``, ``turn_finish_reason`` ("eot" or "length"),
-    ``turn_reward_components`` (``{name: float}``, with ``turn_cost`` as ``-turn_cost``),
+    so far), ``turn_tokens``, ``turn_finish_reason`` ("eot" or "length": cut at N tokens or
+    at ``max_total_tokens``), ``turn_reward`` (the turn's reward alone; the last step's reward
+    adds the final one), ``turn_reward_components`` (``{name: float}``, with ``turn_cost`` as ``-turn_cost``),
     ``inserted_tokens`` (tokens the env appended after the agent's last token: what a KV-cache
     policy prefills), ``dropped_turns`` and ``user_message``. The last step gives instead of
     the last three ``inserted_tokens=0`` and ``dropped_turns=0``, and adds ``messages`` (the
