@@ -59,9 +59,8 @@ TINY = ["--max-length", "48", "--epochs", "1", "--batch-size", "8", "--device", 
 
 def test_the_three_tasks_and_their_rewards_are_registered():
     assert {"sst2_sentiment", "taskmaster4_rlhf", "dialogsum_rl"} <= set(list_tasks())
-    assert {"sst2_sentiment", "taskmaster4_rm", "rouge_minilm", "reference_length"} <= set(
-        list_rewards()
-    )
+    names = {"sst2_sentiment", "sst2_positive", "taskmaster4_rm", "rouge_minilm"}
+    assert names | {"reference_length"} <= set(list_rewards())
     assert set(RECIPES) == {"sst2", "taskmaster4"}
 
 
@@ -193,6 +192,12 @@ def test_train_rm_data_trains_saves_where_the_rewards_look(
     whole = LearnedReward(reward_model_dir("sst2"), output="prob", device="cpu")
     sentences = [f"{s.meta['opening']} {s.references[0]}" for s in samples]
     np.testing.assert_allclose(total, whole([""] * 3, sentences, None), rtol=1e-5)
+    # The positive rate of an evaluation is the mean of "sst2_positive".
+    positive = make_reward("sst2_positive", device="cpu")
+    assert positive.name == "sst2_positive"
+    assert positive(prompts, completions, None, **meta).tolist() == (total > 0.5).tolist()
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\) or None, got 1.5"):
+        SentimentReward(reward_model_dir("sst2"), threshold=1.5)
 
 
 def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monkeypatch):

@@ -276,10 +276,13 @@ class SentimentReward(LearnedReward):
     The sentence is scored whole, as SST-2 labels whole sentences: "this movie is not" +
     " good at all" is negative although the continuation alone reads positive. The opening
     comes from ``meta["opening"]`` (the ``sst2_sentiment`` task sets it); without it the
-    completion alone is scored. A completion counts as positive when its reward is above 0.5.
+    completion alone is scored. A completion counts as positive when P(positive) is above 0.5:
+    ``"sst2_positive"`` (``threshold=0.5``) returns that 0/1 decision, so its mean over an
+    evaluation is the positive rate.
 
     Args:
         path: the model folder; default :func:`reward_model_dir` ``("sst2")``.
+        threshold: None for the probability, else 1.0 above it and 0.0 otherwise.
         device: torch device; default CUDA when available.
         batch_size: texts per forward pass.
     """
@@ -290,12 +293,18 @@ class SentimentReward(LearnedReward):
         self,
         path: str | os.PathLike[str] | None = None,
         *,
+        threshold: float | None = None,
         device: str | None = None,
         batch_size: int = 64,
     ) -> None:
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1) or None, got {threshold!r}")
         super().__init__(
             _recipe_model("sst2", path), output="prob", device=device, batch_size=batch_size
         )
+        self.threshold = threshold
+        if threshold is not None:
+            self.name = "sst2_positive"
 
     def __call__(
         self,
@@ -306,7 +315,10 @@ class SentimentReward(LearnedReward):
     ) -> np.ndarray:
         openings = meta.get("opening") or [""] * len(completions)
         texts = [f"{o} {c.strip()}".strip() for o, c in zip(openings, completions, strict=True)]
-        return super().__call__([""] * len(texts), texts, references)
+        prob = super().__call__([""] * len(texts), texts, references)
+        if self.threshold is None:
+            return prob
+        return (prob > self.threshold).astype(np.float32)
 
 
 def taskmaster4_reward(
@@ -324,4 +336,5 @@ def taskmaster4_reward(
 
 
 register_reward("sst2_sentiment", SentimentReward)
+register_reward("sst2_positive", lambda **kw: SentimentReward(**{"threshold": 0.5, **kw}))
 register_reward("taskmaster4_rm", taskmaster4_reward)

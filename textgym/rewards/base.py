@@ -168,6 +168,7 @@ BUILTIN_REWARDS: Mapping[str, str] = {
     "reward_model": _REWARD_MODEL,
     "discriminator": "textgym.rewards.discriminator",
     "sst2_sentiment": "textgym.feedback.recipes",
+    "sst2_positive": "textgym.feedback.recipes",
     "taskmaster4_rm": "textgym.feedback.recipes",
     "reference_length": "textgym.rewards.summary",
     "rouge_minilm": "textgym.rewards.summary",
