@@ -11,6 +11,7 @@ final reward's other components. One record per dialogue holds its text and scor
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from textgym.tasks import Task, make_task
 def dialogue_records(envs: ConversationVectorEnv, batch: DialogueRollout) -> list[dict[str, Any]]:
     """One record per dialogue that ``envs`` just played into ``batch``: its split ``index``,
     the opening (``prompt``) and the dialogue after it (``completion``) as ``role: content``
-    lines, its ``reward`` (return), ``success``, ``turns``, ``turn_rewards``, ``length`` (agent
+    lines, the sample's ``references``, its ``reward`` (return), ``success``, ``turns``, ``turn_rewards``, ``length`` (agent
     tokens) and ``finish_reason``."""
     records = []
     for b, info in enumerate(batch.infos):
@@ -43,6 +44,7 @@ def dialogue_records(envs: ConversationVectorEnv, batch: DialogueRollout) -> lis
                 "index": row.index,
                 "prompt": dialogue_text(opening),
                 "completion": dialogue_text(info["messages"][len(opening) :]),
+                "references": list(row.sample.references),
                 "reward": float(batch.returns[b]),
                 "success": float(batch.success[b]),
                 "turns": int(info["num_turns"]),
@@ -82,6 +84,20 @@ def is_conversation_task(task: str | Task) -> bool:
     from textgym.conversation.tasks import list_conversation_tasks
 
     return task.lower() in list_conversation_tasks()
+
+
+def conversation_settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The :func:`evaluate_dialogues` settings among a run's config ``options`` (its
+    ``max_turns``, ``max_total_tokens`` and ``user``), so that a run is evaluated on the
+    dialogues it trained on.
+
+    >>> conversation_settings({"max_turns": 3, "max_total_tokens": 0, "top_k": 8})
+    {'max_turns': 3, 'max_total_tokens': None}
+    """
+    out = {k: options[k] for k in ("max_turns", "max_total_tokens", "user") if k in options}
+    if "max_total_tokens" in out:
+        out["max_total_tokens"] = out["max_total_tokens"] or None  # 0: no cap, as in training
+    return out
 
 
 def evaluate_dialogues(
@@ -151,6 +167,7 @@ def evaluate_dialogues(
 
 
 __all__ = [
+    "conversation_settings",
     "dialogue_records",
     "evaluate_dialogues",
     "is_conversation_task",

@@ -174,3 +174,24 @@ def test_evaluate_dialogues_reports_success_turns_and_turn_reward(tokenizer):
     assert all(s["completion"].startswith("assistant: ") for s in result.samples)
     with pytest.raises(ValueError, match="'keywords' is a single-turn task"):
         evaluate_dialogues(tiny_model(tokenizer), tokenizer, "keywords")
+
+
+def test_bench_and_report_on_a_conversation_task(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "--algos", "base,rloo", "--tasks", "hidden_item", "--seeds", "1",
+            "--budget-tokens", "8", "--model", "tiny", "--batch-size", "4",
+            "--max-prompt-tokens", "160", "--max-new-tokens", "3", "--eval-prompts", "2",
+            "--eval-batch-size", "2", "--eval-temperature", "0", "--out", str(out),
+            "--set", "max_turns=2", "--set", "rloo.completions_per_prompt=2", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    with open(out / "results.csv", newline="") as f:
+        results = {r["algo"]: r for r in csv.DictReader(f)}
+    assert set(results) == {"base", "rloo"}
+    for row in results.values():  # two turns of 3 tokens, each costing 0.1, no success
+        assert float(row["eval/turns"]) == 2.0
+        assert float(row["eval/turn_reward"]) == pytest.approx(-0.1)
+        assert float(row["eval/success"]) == 0.0
+    assert int(results["rloo"]["tokens"]) >= 8
+    report = (out / "report.md").read_text()
+    assert "| success |" in report and "| turns |" in report and "| turn_reward |" in report
+    assert "assistant:" in report  # the dialogues side by side
