@@ -1,7 +1,7 @@
 """``textgym report RUN_DIR``: tables, plots and samples from a finished (or partial) bench grid.
 
-Reads what :mod:`agents.bench` wrote (``results.csv``, each run's ``curve.csv`` and
-``samples.jsonl``) and writes, next to them::
+Reads what :mod:`agents.bench` wrote (each run's ``result.json``, from which ``results.csv``
+is rebuilt, and ``samples.jsonl`` where present) and writes, next to them::
 
     RUN_DIR/report.md                    one table per task, curves, frontier, samples
     RUN_DIR/plots/curves_<task>.png      train reward vs environment tokens, 95% bands
@@ -9,8 +9,13 @@ Reads what :mod:`agents.bench` wrote (``results.csv``, each run's ``curve.csv`` 
 
 Every number in a table is a statistic over seeds of the ``results.csv`` column of the same
 name: the mean with its 95% percentile-bootstrap confidence interval, and for the reward also
-the interquartile mean (:mod:`agents.stats`). A partial grid is reported as it stands; the
-``seeds`` column says how many runs each cell rests on.
+the interquartile mean (:mod:`agents.stats`). The reward's interval is stratified over seeds
+and prompts (:func:`~agents.stats.stratified_bootstrap_ci`) when the runs recorded per-prompt
+scores. A second table per task gives the probability of improvement P(row > column) of every
+algorithm over every other, the base model included. A partial grid is reported as it stands;
+the ``seeds`` column says how many runs each cell rests on. Since ``result.json`` holds the
+metrics, per-prompt scores and learning curve, committed ``result.json`` files are enough to
+regenerate every table.
 """
 
 from __future__ import annotations
@@ -27,7 +32,12 @@ from typing import Any
 import numpy as np
 
 from agents.evaluation import EVAL_METRICS
-from agents.stats import bootstrap_band, summarize
+from agents.stats import (
+    bootstrap_band,
+    probability_of_improvement,
+    stratified_bootstrap_ci,
+    summarize,
+)
 from agents.tracking import atomic_write
 
 CURVE_POINTS = 50
@@ -65,10 +75,38 @@ def cell(values: Sequence[float]) -> str:
     return f"{fmt(s.mean)} [{fmt(s.low)}, {fmt(s.high)}]"
 
 
-def task_table(rows: Sequence[dict[str, str]]) -> str:
+def stratified_cell(scores: Sequence[Sequence[float]]) -> str:
+    """``mean [low, high]`` of per-prompt ``scores`` (seeds, prompts): the mean over everything
+    and its 95% bootstrap interval stratified over seeds and prompts.
+
+    >>> stratified_cell([[0.5, 0.5], [0.5, 0.5]])
+    '0.500 [0.500, 0.500]'
+    """
+    low, high = stratified_bootstrap_ci(scores)
+    return f"{fmt(float(np.mean(scores)))} [{fmt(low)}, {fmt(high)}]"
+
+
+PerPrompt = dict[str, list[list[float]]]
+"""Algorithm -> per-seed lists of per-prompt scores (the same prompts for every seed)."""
+
+
+def _reward_cell(runs: Sequence[dict[str, str]], key: str, per_prompt: PerPrompt, algo: str) -> str:
+    scores = per_prompt.get(algo, [])
+    if len(scores) == len(runs) and len({len(s) for s in scores}) == 1:
+        return stratified_cell(scores)
+    return cell([float(r[key]) for r in runs])
+
+
+def task_table(
+    rows: Sequence[dict[str, str]],
+    per_prompt: PerPrompt | None = None,
+    per_prompt_sampled: PerPrompt | None = None,
+) -> str:
     """Markdown table of one task's runs: one line per algorithm, statistics over its seeds.
 
-    ``rows`` are ``results.csv`` rows; metric columns absent from every row are left out.
+    ``rows`` are ``results.csv`` rows; metric columns absent from every row are left out. With
+    ``per_prompt`` (the greedy rewards) / ``per_prompt_sampled`` (the sampled ones) of every
+    run of an algorithm, its reward interval is stratified over seeds and prompts.
 
     >>> rows = [{"algo": "ppo", "seed": str(s), "tokens": "10", "eval/reward": str(r)}
     ...         for s, r in enumerate([0.1, 0.3])]
@@ -76,23 +114,72 @@ def task_table(rows: Sequence[dict[str, str]]) -> str:
     | algo | seeds | tokens | reward (95% CI) | reward IQM |
     |---|---|---|---|---|
     | ppo | 2 | 10 | 0.200 [0.100, 0.300] | 0.200 |
+    >>> print(task_table(rows, {"ppo": [[0.1, 0.1], [0.3, 0.3]]}).splitlines()[-1])
+    | ppo | 2 | 10 | 0.200 [0.100, 0.300] | 0.200 |
     """
     by_algo: dict[str, list[dict[str, str]]] = defaultdict(list)
     for row in rows:
         by_algo[row["algo"]].append(row)
     metrics = [m for m in EVAL_METRICS if any(r.get(f"eval/{m}", "") != "" for r in rows)]
+    sampled = any(r.get("eval_sampled/reward", "") != "" for r in rows)
     head = ["algo", "seeds", "tokens", "reward (95% CI)", "reward IQM"]
+    head += ["sampled reward (95% CI)"] if sampled else []
     head += [m for m in metrics if m != "reward"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for algo, runs in by_algo.items():
         tokens = np.mean([float(r["tokens"]) for r in runs])
         rewards = [float(r["eval/reward"]) for r in runs]
-        line = [algo, str(len(runs)), f"{tokens:.0f}", cell(rewards), fmt(summarize(rewards).iqm)]
+        line = [algo, str(len(runs)), f"{tokens:.0f}",
+                _reward_cell(runs, "eval/reward", per_prompt or {}, algo),
+                fmt(summarize(rewards).iqm)]  # fmt: skip
+        if sampled:
+            done = [r for r in runs if r.get("eval_sampled/reward", "") != ""]
+            line.append(
+                _reward_cell(done, "eval_sampled/reward", per_prompt_sampled or {}, algo)
+                if done
+                else ""
+            )
         for m in metrics:
             if m == "reward":
                 continue
             values = [float(r[f"eval/{m}"]) for r in runs if r.get(f"eval/{m}", "") != ""]
             line.append(cell(values) if values else "")
+        lines.append("| " + " | ".join(line) + " |")
+    return "\n".join(lines)
+
+
+def improvement_table(rows: Sequence[dict[str, str]], key: str = "eval/reward") -> str:
+    """Markdown table of the probability of improvement P(row > column) on ``key``, with its
+    95% bootstrap interval, for every ordered pair of algorithms (Agarwal et al. 2021).
+
+    Each run's score is its held-out mean; two algorithms run on the same seeds are compared
+    seed-paired (the bootstrap resamples seeds jointly), otherwise independently.
+
+    >>> rows = [{"algo": a, "seed": str(s), "eval/reward": str(r)}
+    ...         for a, rs in (("base", [0.1, 0.2]), ("ppo", [0.5, 0.6])) for s, r in enumerate(rs)]
+    >>> print(improvement_table(rows))
+    | P(row > column) | base | ppo |
+    |---|---|---|
+    | base | - | 0.000 [0.000, 0.000] |
+    | ppo | 1.000 [1.000, 1.000] | - |
+    """
+    scores: dict[str, dict[int, float]] = defaultdict(dict)
+    for row in rows:
+        if row.get(key, "") != "":
+            scores[row["algo"]][int(row["seed"])] = float(row[key])
+    algos = list(scores)
+    lines = ["| P(row > column) | " + " | ".join(algos) + " |", "|" + "---|" * (len(algos) + 1)]
+    for x in algos:
+        line = [x]
+        for y in algos:
+            if x == y:
+                line.append("-")
+                continue
+            paired = sorted(scores[x]) == sorted(scores[y])
+            xs = [scores[x][s] for s in sorted(scores[x])]
+            ys = [scores[y][s] for s in sorted(scores[y])]
+            p = probability_of_improvement(xs, ys, paired=paired)
+            line.append(f"{fmt(p.probability)} [{fmt(p.low)}, {fmt(p.high)}]")
         lines.append("| " + " | ".join(line) + " |")
     return "\n".join(lines)
 
@@ -113,7 +200,7 @@ def learning_curves(
     """
     out = {}
     for algo, runs in curves.items():
-        runs = [r for r in runs if r]
+        runs = [r for r in runs if r and "reward" in r[0]]  # sft / dpo curves hold a loss
         if not runs:
             continue
         xs = [np.array([float(p["tokens"]) for p in r]) for r in runs]
@@ -229,18 +316,36 @@ def samples_side_by_side(
     return "\n\n".join(blocks)
 
 
+def _run_files(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A run's ``result.json`` (empty when absent) and its learning curve (``result.json``'s,
+    else ``curve.csv``'s, else none)."""
+    record = (
+        json.loads((run / "result.json").read_text()) if (run / "result.json").is_file() else {}
+    )
+    if "curve" in record:
+        return record, record["curve"]
+    return record, read_csv(run / "curve.csv") if (run / "curve.csv").is_file() else []
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` and the plots of the grid in ``run_dir``; returns the report's path.
 
+    ``results.csv`` is rebuilt from the runs' ``result.json`` files first (when there are any),
+    so the committed ``result.json`` files alone regenerate the report.
+
     Raises:
-        FileNotFoundError: ``run_dir`` has no ``results.csv`` (no finished run yet).
+        FileNotFoundError: ``run_dir`` has no finished run (no ``result.json``, no ``results.csv``).
     """
+    from agents.bench.results import load_results, write_results_csv
+
     run_dir = Path(run_dir)
     results = run_dir / "results.csv"
+    if load_results(run_dir):
+        write_results_csv(run_dir)
     if not results.is_file():
         raise FileNotFoundError(
             f"{results} not found: RUN_DIR must be the --out directory of `textgym bench` "
-            "with at least one finished run"
+            "with at least one finished run (a <task>/<algo>/seed<k>/result.json)"
         )
     rows = read_csv(results)
     log = run_dir / "bench.json"
@@ -254,20 +359,33 @@ def write_report(run_dir: str | Path) -> Path:
     first = rows[0]
     parts += [
         f"Device: {first.get('device', '?')}. Each table row: mean over seeds with its 95% "
-        "percentile-bootstrap confidence interval in brackets; IQM = interquartile mean. "
-        "Metrics are on held-out prompts with greedy decoding (see agents/evaluation.py).",
+        "percentile-bootstrap confidence interval in brackets (for the rewards stratified over "
+        "seeds and prompts: seeds resampled, then prompts within each seed); IQM = interquartile "
+        "mean over seeds. Metrics are on held-out prompts with greedy decoding, the sampled "
+        "reward with sampling (see agents/evaluation.py). P(row > column) is the probability of "
+        "improvement (Agarwal et al. 2021) on the greedy held-out reward, with its 95% "
+        "bootstrap interval over seeds.",
         "",
     ]
     for task, task_rows in by_task.items():
-        curves: dict[str, list[list[dict[str, str]]]] = defaultdict(list)
+        curves: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
+        per_prompt: PerPrompt = defaultdict(list)
+        per_prompt_sampled: PerPrompt = defaultdict(list)
         samples: dict[str, list[dict[str, Any]]] = {}
         for row in sorted(task_rows, key=lambda r: int(r["seed"])):
             run = run_dir / task / row["algo"] / f"seed{row['seed']}"
-            curves[row["algo"]].append(read_csv(run / "curve.csv"))
-            if row["algo"] not in samples:  # the lowest seed's completions
-                lines = (run / "samples.jsonl").read_text().splitlines()
+            record, curve = _run_files(run)
+            curves[row["algo"]].append(curve)
+            for key, table in (("per_prompt", per_prompt),
+                               ("per_prompt_sampled", per_prompt_sampled)):  # fmt: skip
+                if "reward" in record.get(key, {}):
+                    table[row["algo"]].append(record[key]["reward"])
+            if row["algo"] not in samples and (run / "samples.jsonl").is_file():
+                lines = (run / "samples.jsonl").read_text().splitlines()  # the lowest seed's
                 samples[row["algo"]] = [json.loads(line) for line in lines]
-        parts += [f"## {task}", "", task_table(task_rows), ""]
+        parts += [f"## {task}", "", task_table(task_rows, per_prompt, per_prompt_sampled), ""]
+        if len({r["algo"] for r in task_rows}) > 1:
+            parts += ["Probability of improvement:", "", improvement_table(task_rows), ""]
         bands = learning_curves(curves)
         if bands:
             plot_curves(task, bands, run_dir / "plots" / f"curves_{task}.png")
@@ -275,12 +393,13 @@ def write_report(run_dir: str | Path) -> Path:
         if any(r.get("eval/kl", "") != "" for r in task_rows):
             plot_frontier(task, task_rows, run_dir / "plots" / f"frontier_{task}.png")
             parts += [f"![reward vs KL](plots/frontier_{task}.png)", ""]
-        parts += [
-            "### Samples (lowest seed of each algorithm)",
-            "",
-            samples_side_by_side(samples),
-            "",
-        ]
+        if samples:
+            parts += [
+                "### Samples (lowest seed of each algorithm)",
+                "",
+                samples_side_by_side(samples),
+                "",
+            ]
     path = run_dir / "report.md"
     atomic_write(path, "\n".join(parts))
     return path
@@ -310,5 +429,5 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "cell", "learning_curves", "samples_side_by_side", "task_table",
-           "write_report"]  # fmt: skip
+__all__ = ["add_parser", "cell", "improvement_table", "learning_curves", "samples_side_by_side",
+           "stratified_cell", "task_table", "write_report"]  # fmt: skip

@@ -14,11 +14,22 @@ import pytest
 import torch
 
 import agents.bench as bench
+import textgym.tasks.base
 from agents.bench import BenchConfig, bench_command, load_results, parse_options, run_grid
-from agents.evaluation import distinct_n, evaluate
+from agents.evaluation import best_of_kl, distinct_n, evaluate
+from agents.onpolicy import OnPolicyTrainer
 from agents.report import write_report
-from agents.stats import bootstrap_band, bootstrap_ci, iqm, summarize
+from agents.stats import (
+    bootstrap_band,
+    bootstrap_ci,
+    iqm,
+    probability_of_improvement,
+    stratified_bootstrap_ci,
+    summarize,
+)
+from tests.conftest import char_count, make_small_task
 from textgym import cli
+from textgym.lm import Sampling
 from textgym.models import tiny_model
 
 # A tiny random model on the embedded summarization task: 2 iterations of 4 episodes x 4 tokens.
@@ -33,6 +44,7 @@ GRID = {
     "max_new_tokens": 4,
     "eval_prompts": 3,
     "eval_batch_size": 2,
+    "eval_temperature": 0.0,  # greedy evaluation only (the sampled one is tested once)
     "progress": False,
     "options": {"*": {"top_k": 8, "learning_rate": 1e-3}},
 }
@@ -89,6 +101,60 @@ def test_iqm_summary_and_band_known_values():
     assert 0.9 <= iqm_low <= 1.0 < iqm_high < mean_high
 
 
+def test_stratified_bootstrap_known_cases_and_normal_theory():
+    # No spread within seeds: only the seed draw matters, the bootstrap of the seed means 0 and 1
+    # (resample means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4).
+    table = [[0.0] * 5, [1.0] * 5]
+    assert stratified_bootstrap_ci(table) == (0.0, 1.0)
+    assert stratified_bootstrap_ci(table, confidence=0.4) == (0.5, 0.5)
+    # One seed: the bootstrap over prompts.
+    x = np.random.default_rng(0).normal(size=400)
+    low, high = stratified_bootstrap_ci([x], num_resamples=20_000)
+    ref_low, ref_high = bootstrap_ci(x, num_resamples=20_000)
+    assert low == pytest.approx(ref_low, abs=0.01) and high == pytest.approx(ref_high, abs=0.01)
+    # Seeds and prompts: the resampled mean's variance is (var of the seed means + mean
+    # within-seed variance / P) / S, wider than a bootstrap of the seed means alone.
+    rng = np.random.default_rng(1)
+    S, P = 8, 100
+    scores = rng.normal(0.0, 0.1, size=(S, 1)) + rng.normal(0.0, 1.0, size=(S, P))
+    seed_means = scores.mean(axis=1)
+    sd = np.sqrt((seed_means.var() + scores.var(axis=1).mean() / P) / S)
+    low, high = stratified_bootstrap_ci(scores, num_resamples=20_000)
+    assert (high - low) / 2 == pytest.approx(1.96 * sd, rel=0.1)
+    assert (low + high) / 2 == pytest.approx(scores.mean(), abs=0.2 * sd)
+    seed_low, seed_high = bootstrap_ci(seed_means, num_resamples=20_000)
+    assert high - low > 1.1 * (seed_high - seed_low)
+    iqm_low, iqm_high = stratified_bootstrap_ci(scores, statistic="iqm")
+    assert iqm_low < iqm(scores.ravel()) < iqm_high
+    with pytest.raises(ValueError, match=r"\(seeds, prompts\) table"):
+        stratified_bootstrap_ci([1.0, 2.0])
+
+
+def test_probability_of_improvement_known_values():
+    better = probability_of_improvement([0.8, 0.85, 0.9], [0.1, 0.2, 0.15])
+    assert (better.probability, better.low, better.high, better.m, better.n) == (
+        1.0,
+        1.0,
+        1.0,
+        3,
+        3,
+    )
+    worse = probability_of_improvement([0.1, 0.2, 0.15], [0.8, 0.85, 0.9], paired=True)
+    assert (worse.probability, worse.high) == (0.0, 0.0)
+    # Mann-Whitney by hand: of the four pairs (0 vs 0.5, 0 vs 2, 1 vs 0.5, 1 vs 2) X wins one.
+    assert probability_of_improvement([0.0, 1.0], [0.5, 2.0]).probability == 0.25
+    assert probability_of_improvement([1.0, 2.0, 3.0], [2.0]).probability == 0.5  # tie is half
+    # The same runs against themselves, paired: every resample is symmetric, exactly 1/2.
+    same = probability_of_improvement([0.3, 0.1, 0.7, 0.2], [0.3, 0.1, 0.7, 0.2], paired=True)
+    assert (same.probability, same.low, same.high) == (0.5, 0.5, 0.5)
+    # Overlapping algorithms: an interval that contains the estimate and stays in [0, 1].
+    rng = np.random.default_rng(0)
+    mixed = probability_of_improvement(rng.normal(0.2, 1, 5), rng.normal(0, 1, 5))
+    assert 0.0 <= mixed.low < mixed.probability < mixed.high <= 1.0
+    with pytest.raises(ValueError, match="paired runs need as many of each"):
+        probability_of_improvement([1.0, 2.0], [1.0], paired=True)
+
+
 def test_statistics_reject_bad_input():
     with pytest.raises(ValueError, match="non-empty 1-D"):
         bootstrap_ci([])
@@ -137,7 +203,9 @@ def test_evaluate_metrics_against_direct_computation(tokenizer):
 
 
 def test_bench_config_validation_names_what_is_allowed():
-    with pytest.raises(ValueError, match=r"unknown algorithm\(s\) \['dqn'\]; valid: base, ppo"):
+    with pytest.raises(
+        ValueError, match=r"unknown algorithm\(s\) \['dqn'\]; valid: base, best-of-n, ppo"
+    ):
         BenchConfig(**{**GRID, "algos": ("ppo", "dqn")})
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]"):
         BenchConfig(**{**GRID, "tasks": ("nope",)})
@@ -149,8 +217,15 @@ def test_bench_config_validation_names_what_is_allowed():
         BenchConfig(**{**GRID, "options": {"rloo": {"kl_coef": 0.1}}})
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['clip'\] for sb3-ppo; valid"):
         BenchConfig(**{**GRID, "algos": ("sb3-ppo",), "options": {"sb3-ppo": {"clip": 0.1}}})
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['top_kk'\] for ppo; valid"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['top_kk'\] for ppo, grpo; valid"):
         BenchConfig(**{**GRID, "options": {"*": {"top_kk": 8}}})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['top_k'\] for sft; valid"):
+        BenchConfig(**{**GRID, "algos": ("sft",), "options": {"sft": {"top_k": 8}}})
+    # A grid-wide option goes to the algorithms that have it: top_k to ppo and best-of-n, not sft.
+    mixed = BenchConfig(**{**GRID, "algos": ("ppo", "sft", "best-of-n")})
+    assert mixed.algo_options("ppo") == {"top_k": 8, "learning_rate": 1e-3}
+    assert mixed.algo_options("sft") == {"learning_rate": 1e-3}
+    assert mixed.algo_options("best-of-n") == {"top_k": 8}
     one_seed = BenchConfig(**{**GRID, "seeds": (1,)})
     assert "--seeds 1, " in bench_command(one_seed)  # "--seeds 1" would mean 1 seed: seed 0
     assert parse_options(["ppo.num_epochs=2", "kl_coef=0"]) == {
@@ -215,9 +290,13 @@ def test_grid_finishes_resumes_without_redoing_runs_and_report_matches_csv(tmp_p
         head = next(x for x in report.splitlines() if x.startswith("| algo |"))
         columns = [c.strip() for c in head.strip("|").split("|")]
         s = summarize(rewards)
+        # The reward's interval: stratified over seeds and the prompts each run recorded.
+        per_prompt = [r["per_prompt"]["reward"] for r in results if r["algo"] == algo]
+        low, high = stratified_bootstrap_ci(per_prompt)
         assert cells[columns.index("seeds")] == "2"
         assert (
-            cells[columns.index("reward (95% CI)")] == f"{s.mean:.3f} [{s.low:.3f}, {s.high:.3f}]"
+            cells[columns.index("reward (95% CI)")]
+            == f"{np.mean(per_prompt):.3f} [{low:.3f}, {high:.3f}]"
         )
         assert cells[columns.index("reward IQM")] == f"{s.iqm:.3f}"
         mean_kl = re.match(r"(-?[\d.]+)", cells[columns.index("kl")]).group(1)
@@ -245,6 +324,40 @@ def test_cli_bench_and_report(tmp_path, capsys):
     assert "results.csv not found" in capsys.readouterr().err
     assert cli.main(["bench", "--algos", "ppo,dqn", "--model", "tiny"]) == 2
     assert "unknown algorithm(s) ['dqn']" in capsys.readouterr().err
+
+
+def test_sampled_and_best_of_n_evaluation(tokenizer):
+    model = tiny_model(tokenizer, seed=0)
+    kw = {"num_prompts": 3, "max_prompt_tokens": 48, "max_new_tokens": 6, "reward": char_count}
+    sampling = Sampling(temperature=1.0, top_k=50)
+    first = evaluate(model, tokenizer, "summarize", sampling=sampling, seed=3, **kw)
+    again = evaluate(model, tokenizer, "summarize", sampling=sampling, seed=3, **kw)
+    other = evaluate(model, tokenizer, "summarize", sampling=sampling, seed=4, **kw)
+    texts = [[s["completion"] for s in r.samples] for r in (first, again, other)]
+    assert texts[0] == texts[1] != texts[2]  # seeded
+
+    best = evaluate(model, tokenizer, "summarize", reference=model, sampling=sampling, seed=3,
+                    best_of=4, batch_size=8, **kw)  # fmt: skip
+    candidates = np.array([s["candidate_rewards"] for s in best.samples])  # (3 prompts, 4)
+    assert candidates.shape == (3, 4)
+    for s, row in zip(best.samples, candidates, strict=True):
+        assert s["reward"] == row.max() == len(s["completion"])  # the chooser: the best by reward
+        assert s["kl"] == pytest.approx(
+            best_of_kl(4), abs=1e-5
+        )  # model = reference: selection only
+    assert best.metrics["eval/reward"] >= candidates.mean()
+    assert best.metrics["eval/reward"] > candidates.min(axis=1).mean()  # the candidates differ
+    assert best.metrics["eval/kl"] == pytest.approx(np.log(4) - 3 / 4, abs=1e-5)
+
+    # Per-prompt records reproduce the corpus-level metrics.
+    per = best.per_prompt()
+    assert per["index"] == [0, 1, 2]
+    assert np.mean(per["rouge_l"]) == pytest.approx(best.metrics["eval/rouge_l"])
+    assert np.exp(sum(per["nll_ref"]) / sum(per["length"])) == pytest.approx(
+        best.metrics["eval/ppl_ref"], rel=1e-5
+    )
+    with pytest.raises(ValueError, match="best_of=2 needs sampled completions"):
+        evaluate(model, tokenizer, "summarize", best_of=2, **kw)
 
 
 def test_evaluation_uses_the_model_device_and_keeps_training_mode(tokenizer):
@@ -286,3 +399,111 @@ def test_runs_finished_meanwhile_by_another_invocation_are_skipped(tmp_path, mon
     results = run_grid(config)
     assert calls == [0, 1]  # seed 1 once, by the inner invocation
     assert [r["seed"] for r in results] == [0, 1]
+
+
+def _chars_task(monkeypatch):
+    """A task whose reward (the completion's length in characters) varies between completions."""
+    monkeypatch.setitem(textgym.tasks.base._TASKS, "bench-chars", lambda: make_small_task(6))
+
+
+def test_baselines_in_the_grid_and_the_report_from_result_json_alone(tmp_path, monkeypatch):
+    _chars_task(monkeypatch)
+    config = BenchConfig(**{**GRID, "algos": ("base", "best-of-n", "sft", "dpo"),
+                            "tasks": ("bench-chars",), "seeds": (0,), "eval_temperature": 1.0,
+                            "options": {"*": {"learning_rate": 1e-3, "top_k": 8},
+                                        "dpo": {"pairs": 3}},
+                            "out_dir": str(tmp_path)})  # fmt: skip
+    results = {r["algo"]: r for r in run_grid(config)}
+    assert list(results) == ["base", "best-of-n", "dpo", "sft"]
+    for r in results.values():
+        per = r["per_prompt"]
+        assert per["index"] == [0, 1]  # the validation prompts (the task has no test split)
+        assert r["metrics"]["eval/reward"] == pytest.approx(np.mean(per["reward"]))
+        assert r["metrics"]["eval_sampled/reward"] == pytest.approx(
+            np.mean(r["per_prompt_sampled"]["reward"])
+        )
+    assert results["best-of-n"]["config"]["n"] == 4  # the group size (GRPO's default)
+    assert results["best-of-n"]["config"]["top_k"] == 8  # samples as the RL algorithms do
+    assert results["best-of-n"]["metrics"]["eval/kl"] == pytest.approx(best_of_kl(4), abs=1e-5)
+    for algo in ("sft", "dpo"):
+        r = results[algo]
+        assert r["tokens"] >= GRID["budget_tokens"] and r["curve"][-1]["tokens"] == r["tokens"]
+        assert r["metrics"]["eval/kl"] > 0  # trained away from the base model
+
+    # The committed files are result.json alone: the report rebuilds results.csv from them.
+    for path in [tmp_path / "results.csv", *tmp_path.glob("*/*/seed0/*.csv"),
+                 *tmp_path.glob("*/*/seed0/samples.jsonl")]:  # fmt: skip
+        path.unlink()
+    report = write_report(tmp_path).read_text()
+    assert len(read_csv(tmp_path / "results.csv")) == 4
+    assert "Probability of improvement" in report and "sampled reward (95% CI)" in report
+
+
+def _fake_run(out, task, algo, seed, rewards, kl):
+    run = out / task / algo / f"seed{seed}"
+    run.mkdir(parents=True)
+    record = {"algo": algo, "task": task, "seed": seed, "tokens": 100, "train_seconds": 1.0,
+              "eval_seconds": 1.0, "env": {"device": "cpu"},
+              "metrics": {"eval/reward": float(np.mean(rewards)), "eval/kl": kl},
+              "per_prompt": {"index": list(range(len(rewards))), "reward": list(rewards)},
+              "curve": [{"tokens": 0, "seconds": 0.0, "reward": 0.0},
+                        {"tokens": 100, "seconds": 1.0, "reward": float(np.mean(rewards))}]}  # fmt: skip
+    (run / "result.json").write_text(json.dumps(record))
+
+
+def test_report_tables_from_result_files_stratified_and_probability_of_improvement(tmp_path):
+    rng = np.random.default_rng(0)
+    scores = {
+        "base": rng.uniform(0.0, 0.3, size=(3, 20)),
+        "ppo": rng.uniform(0.6, 1.0, size=(3, 20)),
+    }
+    for algo, table in scores.items():
+        for seed, rewards in enumerate(table):
+            _fake_run(tmp_path, "t", algo, seed, rewards, kl=0.0 if algo == "base" else 2.0)
+    report = write_report(tmp_path).read_text().splitlines()
+    head = next(x for x in report if x.startswith("| algo |"))
+    columns = [c.strip() for c in head.strip("|").split("|")]
+    for algo, table in scores.items():
+        line = next(x for x in report if x.startswith(f"| {algo} | 3 |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        low, high = stratified_bootstrap_ci(table)
+        assert (
+            cells[columns.index("reward (95% CI)")] == f"{table.mean():.3f} [{low:.3f}, {high:.3f}]"
+        )
+    # ppo beats base in every seed pairing: P(ppo > base) = 1 with interval [1, 1].
+    poi = report[report.index("Probability of improvement:") + 2 :]
+    assert poi[0] == "| P(row > column) | base | ppo |"
+    assert poi[2] == "| base | - | 0.000 [0.000, 0.000] |"
+    assert poi[3] == "| ppo | 1.000 [1.000, 1.000] | - |"
+    assert (tmp_path / "plots" / "curves_t.png").is_file()
+    assert (tmp_path / "plots" / "frontier_t.png").is_file()
+
+
+def test_a_run_interrupted_midway_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    config = BenchConfig(**{**GRID, "algos": ("reinforce",), "seeds": (0,), "save_every": 1,
+                            "out_dir": str(tmp_path)})  # fmt: skip
+    real = OnPolicyTrainer.train
+    calls = []
+
+    def interrupted(self, num_iterations=None):
+        calls.append(self.iteration)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, num_iterations)
+
+    monkeypatch.setattr(OnPolicyTrainer, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(config)
+    train = tmp_path / "summarize" / "reinforce" / "seed0" / "train"
+    first = read_csv(train / "metrics.csv")
+    assert [r["iteration"] for r in first] == ["1"] and (train / "checkpoints").is_dir()
+    calls.clear()
+    (result,) = run_grid(config)
+    assert calls[0] == 1  # continued after iteration 1, not from scratch
+    rows = read_csv(train / "metrics.csv")
+    assert rows[0] == first[0] and [int(r["iteration"]) for r in rows] == list(
+        range(1, len(rows) + 1)
+    )
+    assert [c["iteration"] for c in result["curve"]] == list(range(1, len(rows) + 1))
+    assert result["tokens"] >= GRID["budget_tokens"]
+    assert not (train / "checkpoints").exists()  # checkpoints stay out of the committed files

@@ -95,11 +95,18 @@ def test_a_registered_algorithm_trains_from_the_command_line(toy, tmp_path, caps
 
 
 def test_the_bench_runs_every_on_policy_algorithm(toy):
-    from agents.bench.adapters import bench_algorithms, option_names, train_registered
+    from agents.bench.adapters import (
+        bench_algorithms,
+        option_names,
+        train_dpo,
+        train_registered,
+        train_sft,
+    )
 
     algorithms = bench_algorithms()
     assert algorithms["toy"] is train_registered and "baseline" in option_names("toy")
-    assert "sft" not in algorithms and "dpo" not in algorithms  # no environment tokens to budget
+    # Offline ones are bench-local rows (their budget counts the tokens trained on).
+    assert algorithms["sft"] is train_sft and algorithms["dpo"] is train_dpo
 
 
 def test_registry_rows_are_checked():

@@ -2,10 +2,19 @@
 
 The rule for what the bench runs: every on-policy algorithm of :mod:`agents.registry` is a bench
 algorithm with no line here (:func:`train_registered` trains it through its registered trainer
-under the grid's token budget); offline ones (sft, dpo) are not, as they generate no environment
-tokens to budget. What is not an agents trainer is a bench-local row of :data:`ADAPTERS`: the
-untrained baseline ``base`` and the stable-baselines3 runs ``sb3-ppo`` / ``maskable-ppo``
-(options :data:`SB3_OPTIONS`).
+under the grid's token budget). Everything else is a bench-local row of :data:`ADAPTERS`:
+
+- ``base``: the untrained model;
+- ``best-of-n``: the untrained model, evaluated by sampling n completions per prompt and keeping
+  the one the task reward scores highest (it uses the reward at test time; options
+  :data:`BEST_OF_OPTIONS`, n defaults to the group size);
+- ``sft``: supervised fine-tuning on the task's train references (:mod:`agents.sft`);
+- ``dpo``: DPO on pairs of the reference (chosen) over the base model's greedy output
+  (rejected) for train prompts (:mod:`agents.dpo`; option ``pairs``: how many prompts);
+- ``sb3-ppo`` / ``maskable-ppo``: the stable-baselines3 runs (options :data:`SB3_OPTIONS`).
+
+For sft and dpo the token budget counts the completion tokens trained on (references; chosen
+plus rejected), plus for dpo the greedy tokens generated to build its pairs.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from agents.checkpoint import latest_checkpoint
 from agents.models import build_model
 from agents.onpolicy import OnPolicyTrainer
 from agents.runtime import resolve_device
+from textgym.lm import Sampling
 
 if TYPE_CHECKING:
     from agents.bench.config import RunSpec
@@ -48,6 +58,10 @@ class Trained:
     config: dict[str, Any] = field(default_factory=dict)
     reference: nn.Module | None = None
     save: Callable[[Path], None] | None = None
+    eval_sampling: Sampling | None = None
+    """How the main evaluation draws tokens (None: greedy, the rule for every trained policy)."""
+    eval_best_of: int = 1
+    """Completions per prompt of which evaluation keeps the best by the reward (best-of-n)."""
 
 
 def trainer_curve(rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, float]]:
@@ -125,6 +139,128 @@ def untrained(spec: RunSpec) -> Trained:
         resolve_device(spec.bench.device)
     )
     return Trained(model=model, curve=[], tokens=0, seconds=0.0, reference=model)
+
+
+BEST_OF_OPTIONS = {"n": 0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+"""Settings of best-of-n (``--set best-of-n.n=8``): ``n`` completions sampled per prompt (0 = the
+group size: ``completions_per_prompt`` when the grid sets it, else GRPO's default), drawn with
+``temperature`` / ``top_k`` / ``top_p`` (grid-wide ``--set top_k=...`` applies, so it samples as
+the RL algorithms do)."""
+
+
+def best_of_n(spec: RunSpec) -> Trained:
+    """The "best-of-n" baseline: the untrained model; its evaluation samples n completions per
+    prompt and keeps the one with the highest task reward. An honest reference point for RL,
+    not a policy: it calls the reward at test time, n times per prompt."""
+    o = {**BEST_OF_OPTIONS, **spec.options}
+    if not o["n"]:
+        group = spec.bench.options.get("*", {}).get("completions_per_prompt")
+        o["n"] = group or registry.make_config("grpo").completions_per_prompt  # type: ignore[attr-defined]
+    if not isinstance(o["n"], int) or o["n"] < 2:
+        raise ValueError(f"best-of-n needs n >= 2 completions per prompt, got n={o['n']!r}")
+    trained = untrained(spec)
+    trained.config = {"algo": spec.algo, "task": spec.task, "seed": spec.seed,
+                      "model": spec.bench.model, **o}  # fmt: skip
+    trained.eval_sampling = Sampling(o["temperature"], o["top_k"], o["top_p"])
+    trained.eval_best_of = o["n"]
+    return trained
+
+
+DPO_PAIRS = 256
+"""Train prompts whose (reference, base greedy output) pairs dpo learns (``--set dpo.pairs=N``)."""
+
+
+def _offline_config(spec: RunSpec) -> Any:
+    b = spec.bench
+    cap = math.ceil(b.budget_tokens / b.batch_size) if b.budget_tokens else 10**9
+    options = {
+        "model": b.model, "tokenizer": b.tokenizer, "task": spec.task, "seed": spec.seed,
+        "device": b.device, "batch_size": b.batch_size, "max_prompt_tokens": b.max_prompt_tokens,
+        "max_new_tokens": b.max_new_tokens, "iterations": cap, "eval_every": 0,
+        "save_every": b.save_every, "report_to": "none", "progress": False,
+        "run_dir": str(spec.run_dir / "train"),
+        **{k: v for k, v in spec.options.items() if k != "pairs"},
+    }  # fmt: skip
+    return registry.make_config(spec.algo, **options)
+
+
+def train_offline(
+    spec: RunSpec, tokens_of: Callable[[Any], int], start_tokens: int = 0, **data: Any
+) -> Trained:
+    """sft or dpo through its registered trainer, one optimizer step at a time until the token
+    (``start_tokens`` plus ``tokens_of`` each item trained on) or time budget is spent."""
+    config = _offline_config(spec)
+    train_dir = Path(config.output_dir)
+    trainer = registry.build_trainer(
+        config, tokenizer=spec.tokenizer, resume=latest_checkpoint(train_dir) is not None, **data
+    )
+    step_tokens = [
+        sum(tokens_of(x) for x in trainer.batch_items(i)) for i in range(trainer.iteration)
+    ]
+    tokens = start_tokens + sum(step_tokens)
+    seconds = sum(float(r.get("time/step_s", 0.0)) for r in trainer.logger.rows)
+    curve: list[dict[str, float]] = []  # a resumed run's steps so far, then the new ones
+    total, elapsed = start_tokens, 0.0
+    for row, used in zip(trainer.logger.rows, step_tokens, strict=False):
+        total, elapsed = total + used, elapsed + float(row.get("time/step_s", 0.0))
+        curve.append({"iteration": int(row["iteration"]), "tokens": total, "seconds": elapsed,
+                      "loss": float(row["train/loss"])})  # fmt: skip
+    while not spec.budget_spent(tokens, seconds) and trainer.iteration < config.iterations:
+        used = sum(tokens_of(x) for x in trainer.batch_items(trainer.iteration))
+        row = trainer.train(num_iterations=1)[-1]
+        tokens, seconds = tokens + used, seconds + float(row["time/step_s"])
+        curve.append({"iteration": trainer.iteration, "tokens": tokens, "seconds": seconds,
+                      "loss": float(row["train/loss"])})  # fmt: skip
+    trainer.logger.close()
+    return Trained(
+        model=trainer.policy.model,
+        curve=curve,
+        tokens=tokens,
+        seconds=seconds,
+        config=config.to_dict(),
+        reference=trainer.policy.reference if trainer.policy.reference_mode == "copy" else None,
+        save=trainer.save_pretrained,
+    )
+
+
+def train_sft(spec: RunSpec) -> Trained:
+    """sft: supervised fine-tuning on the task's train references (one example per reference);
+    the budget counts the reference tokens trained on."""
+    return train_offline(spec, lambda row: sum(len(c) for _, c in row))
+
+
+def train_dpo(spec: RunSpec) -> Trained:
+    """dpo: pairs of the reference (chosen) over the base model's greedy output (rejected) on
+    the first ``pairs`` train prompts (pairs where the two are equal are dropped); the budget
+    counts the greedy tokens generated for the pairs, then the chosen and rejected tokens
+    trained on."""
+    from agents.evaluation import evaluate
+    from textgym.feedback.store import PreferencePair
+    from textgym.tasks import make_task
+
+    b = spec.bench
+    task = make_task(spec.task)
+    torch.manual_seed(spec.seed)
+    base = build_model(b.model, spec.tokenizer, spec.seed).to(resolve_device(b.device))
+    greedy = evaluate(base, spec.tokenizer, task, split="train",
+                      num_prompts=int(spec.options.get("pairs", DPO_PAIRS)),
+                      batch_size=b.eval_batch_size, max_prompt_tokens=b.max_prompt_tokens,
+                      max_new_tokens=b.max_new_tokens)  # fmt: skip
+    pairs = [
+        PreferencePair(task.split("train")[s["index"]].prompt, ref, s["completion"], "base-greedy")
+        for s in greedy.samples
+        for ref in s["references"][:1]
+        if ref.strip() and ref.strip() != s["completion"].strip()
+    ]
+    if not pairs:
+        raise ValueError(
+            f"dpo on {spec.task}: no (reference, greedy output) pairs; the task's train split "
+            "needs references"
+        )
+    generated = round(sum(s["length"] for s in greedy.samples))
+    return train_offline(
+        spec, lambda t: len(t[1]) + len(t[2]), start_tokens=generated, model=base, pairs=pairs
+    )
 
 
 SB3_OPTIONS = {"learning_rate": 1e-5, "n_steps": 8, "batch_size": 32, "n_epochs": 1,
@@ -212,11 +348,16 @@ def option_names(algo: str) -> list[str]:
 
     >>> option_names("sb3-ppo")[:2], "gae_lambda" in option_names("ppo"), option_names("base")
     (['learning_rate', 'n_steps'], True, [])
+    >>> option_names("best-of-n"), option_names("dpo")[-1]
+    (['n', 'temperature', 'top_k', 'top_p'], 'pairs')
     """
     if algo in registry.names():
-        return [f.name for f in dataclasses.fields(registry.entry(algo).config)]
+        names = [f.name for f in dataclasses.fields(registry.entry(algo).config)]
+        return names + (["pairs"] if algo == "dpo" else [])
     if ADAPTERS[algo] is train_sb3:
         return list(SB3_OPTIONS)
+    if ADAPTERS[algo] is best_of_n:
+        return list(BEST_OF_OPTIONS)
     return []
 
 
@@ -229,12 +370,15 @@ Adapter = Callable[["RunSpec"], Trained]
 
 ADAPTERS: dict[str, Adapter] = {
     "base": untrained,
+    "best-of-n": best_of_n,
     **{name: train_registered for name in registry.names() if _on_policy(name)},
+    "sft": train_sft,
+    "dpo": train_dpo,
     "sb3-ppo": train_sb3,
     "maskable-ppo": train_sb3,
 }
-"""The bench's algorithms, name -> adapter: the untrained baseline, every on-policy row of
-:mod:`agents.registry` at import, and the stable-baselines3 runs."""
+"""The bench's algorithms, name -> adapter: the baselines (untrained, best-of-n), every on-policy
+row of :mod:`agents.registry` at import, sft and dpo, and the stable-baselines3 runs."""
 
 
 def bench_algorithms() -> dict[str, Adapter]:
@@ -245,13 +389,19 @@ def bench_algorithms() -> dict[str, Adapter]:
 
 __all__ = [
     "ADAPTERS",
+    "BEST_OF_OPTIONS",
+    "DPO_PAIRS",
     "SB3_OPTIONS",
     "Adapter",
     "Trained",
     "bench_algorithms",
+    "best_of_n",
     "option_names",
+    "train_dpo",
+    "train_offline",
     "train_registered",
     "train_sb3",
+    "train_sft",
     "trainer_curve",
     "untrained",
 ]

@@ -90,6 +90,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     for name in INT_OPTIONS:
         p.add_argument("--" + name.replace("_", "-"), type=int, help=f"default {d[name].default}")
+    p.add_argument("--eval-temperature", type=float,
+                   help="temperature of the second, sampled evaluation (0 = greedy only; "
+                        f"default {d['eval_temperature'].default})")  # fmt: skip
     p.add_argument("--save-policy", action="store_true", default=None,
                    help="keep each trained policy")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="[ALGO.]KEY=VALUE",

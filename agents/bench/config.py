@@ -48,12 +48,14 @@ class BenchConfig:
     """Held-out prompts per evaluation (the first ones of the test split, same for every run)."""
     eval_batch_size: int = 16
     """Prompts per evaluation batch."""
+    eval_temperature: float = 1.0
+    """Temperature of the second, sampled evaluation on the same prompts (seeded by the run's seed; the grid-wide top_k / top_p apply); 0 = greedy evaluation only."""
     save_every: int = 0
     """Checkpoint every this many iterations so an interrupted run continues (0 = never)."""
     save_policy: bool = False
     """Keep the trained policy (Hugging Face format) in ``<run>/policy``."""
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Extra config options: {"*": {...}} for every algorithm, {"ppo": {...}} for one."""
+    """Extra config options: {"*": {...}} for every algorithm that has them, {"ppo": {...}} for one."""
     progress: bool = True
     """Show progress."""
 
@@ -77,6 +79,7 @@ class BenchConfig:
             raise ValueError(f"seeds must be distinct ints >= 0, got {list(self.seeds)}")
         check_ints(self, ("budget_tokens", "save_every"), 0)
         check_real(self, "budget_seconds", 0)
+        check_real(self, "eval_temperature", 0)
         if not self.budget_tokens and not self.budget_seconds:
             raise ValueError("set a budget: budget_tokens > 0 and/or budget_seconds > 0")
         for name in ("batch_size", "max_prompt_tokens", "max_new_tokens", "eval_prompts",
@@ -91,15 +94,27 @@ class BenchConfig:
             )
         for algo in self.algos:
             valid = option_names(algo)
-            unknown = sorted(set(self.algo_options(algo)) - set(valid))
-            if unknown and algo != "base":  # the untrained baseline takes no options
+            unknown = sorted(set(self.options.get(algo, {})) - set(valid))
+            if unknown:
                 raise ValueError(
                     f"unknown option(s) {unknown} for {algo}; valid options: {', '.join(valid)}"
                 )
+        # A grid-wide option applies to the algorithms that have it (top_k to the samplers,
+        # not to sft); one that none of them has is a typo.
+        shared = set(self.options.get("*", {}))
+        unknown = sorted(shared - {n for algo in self.algos for n in option_names(algo)})
+        if unknown:
+            valid = sorted({n for algo in self.algos for n in option_names(algo)})
+            raise ValueError(
+                f"unknown option(s) {unknown} for {', '.join(self.algos)}; valid options: "
+                + ", ".join(valid)
+            )
 
     def algo_options(self, algo: str) -> dict[str, Any]:
-        """The extra config options of ``algo``: those for every algorithm, then its own."""
-        return {**self.options.get("*", {}), **self.options.get(algo, {})}
+        """The extra config options of ``algo``: the grid-wide ones it has, then its own."""
+        valid = set(option_names(algo))
+        shared = {k: v for k, v in self.options.get("*", {}).items() if k in valid}
+        return {**shared, **self.options.get(algo, {})}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,7 +155,7 @@ def bench_command(bench: BenchConfig) -> str:
 
     >>> print(bench_command(BenchConfig(algos=("ppo",), tasks=("keywords",), seeds=(0, 1),
     ...                                 budget_tokens=512, options={"ppo": {"kl_coef": 0.1}})))
-    textgym bench --algos ppo --tasks keywords --seeds 0,1 --budget-tokens 512 --budget-seconds 0 --model smollm2-135m --device auto --out runs/bench --batch-size 16 --max-prompt-tokens 256 --max-new-tokens 48 --eval-prompts 64 --eval-batch-size 16 --save-every 0 --set ppo.kl_coef=0.1
+    textgym bench --algos ppo --tasks keywords --seeds 0,1 --budget-tokens 512 --budget-seconds 0 --model smollm2-135m --device auto --out runs/bench --batch-size 16 --max-prompt-tokens 256 --max-new-tokens 48 --eval-prompts 64 --eval-batch-size 16 --save-every 0 --eval-temperature 1 --set ppo.kl_coef=0.1
     """
     b = bench
     parts = ["textgym bench", f"--algos {','.join(b.algos)}", f"--tasks {','.join(b.tasks)}",
@@ -151,6 +166,7 @@ def bench_command(bench: BenchConfig) -> str:
     parts.append(f"--device {b.device} --out {b.out_dir}")
     for name in INT_OPTIONS:
         parts.append(f"--{name.replace('_', '-')} {getattr(b, name)}")
+    parts.append(f"--eval-temperature {b.eval_temperature:g}")
     if b.save_policy:
         parts.append("--save-policy")
     for algo, options in b.options.items():
