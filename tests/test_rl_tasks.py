@@ -192,6 +192,20 @@ def test_train_rm_data_trains_saves_where_the_rewards_look(
     whole = LearnedReward(reward_model_dir("sst2"), output="prob", device="cpu")
     sentences = [f"{s.meta['opening']} {s.references[0]}" for s in samples]
     np.testing.assert_allclose(total, whole([""] * 3, sentences, None), rtol=1e-5)
+    # Through the env: the task's default reward receives the opening in the batched meta.
+    from textgym.env import TextGenEnv
+    from textgym.models import shared_tokenizer
+
+    env = TextGenEnv(
+        task=task, tokenizer=shared_tokenizer("smollm2-135m"), split="validation",
+        max_prompt_tokens=64, max_new_tokens=8,
+    )  # fmt: skip
+    env.reset(seed=0, options={"index": 0})
+    for t in env.tokenizer.encode(completions[0], add_special_tokens=False)[:8]:
+        _, r, terminated, truncated, info = env.step(t)
+    assert terminated or truncated
+    assert r == pytest.approx(float(reward([prompts[0]], [info["completion"]], None,
+                                           opening=[meta["opening"][0]])[0]), rel=1e-5)  # fmt: skip
     # The positive rate of an evaluation is the mean of "sst2_positive".
     positive = make_reward("sst2_positive", device="cpu")
     assert positive.name == "sst2_positive"

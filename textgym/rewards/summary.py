@@ -14,6 +14,21 @@ two.
 ``"rouge_minilm"`` = ``1.0 * rouge_l + 0.5 * semantic_similarity + 0.25 * reference_length``
 (the default reward of the ``dialogsum_rl`` task): ROUGE-L, the metric the results report,
 keeps the largest weight; each term is logged as a component.
+
+Measured on the first 100 DialogSum dev dialogues (references average 19.4 words; mean of
+each term, then the total):
+
+| completion | ROUGE-L | MiniLM | length | total |
+|---|---|---|---|---|
+| the reference | 1.000 | 1.000 | 1.000 | 1.750 |
+| another dialogue's reference | 0.152 | 0.323 | 0.584 | 0.459 |
+| the dialogue's first 40 words | 0.179 | 0.465 | 0.184 | 0.457 |
+| the dialogue's first 15 words | 0.180 | 0.420 | 0.677 | 0.559 |
+| the reference + 25 dialogue words | 0.579 | 0.824 | 0.042 | 1.002 |
+
+MiniLM ranks copying the dialogue above an unrelated summary (0.465 vs 0.323) and barely
+minds padding (0.824 for the reference with 25 words appended); the length term is what makes
+the padded and the long copied texts lose to short ones.
 """
 
 from __future__ import annotations

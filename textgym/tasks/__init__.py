@@ -3,7 +3,8 @@
 Embedded tasks (:mod:`textgym.tasks.embedded`, offline, no data files): ``keywords``,
 ``summarize``, ``dialogue``. Real data sets (:mod:`textgym.tasks.datasets`, local files or the
 Hugging Face hub): ``dialogsum``, ``samsum``, ``scitldr``, ``taskmaster4``, ``dailydialog``,
-``cnn_dailymail``, ``xsum``, ``imdb``.
+``cnn_dailymail``, ``xsum``, ``imdb``; and the results grid's three, each with the reward it is
+judged on: ``sst2_sentiment``, ``taskmaster4_rlhf``, ``dialogsum_rl``.
 
 >>> task = make_task("summarize")
 >>> task
