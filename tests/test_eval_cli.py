@@ -90,3 +90,19 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert "--policy='" in err and "is not a finished run" in err
     assert cli.main([*base, "--task", "summarize", "--split", "nope"]) == 2
     assert "has no split 'nope'" in capsys.readouterr().err
+
+
+def test_eval_of_a_lora_run_merges_its_adapters_into_the_base(tmp_path):
+    pytest.importorskip("peft")
+    run = tmp_path / "lora"
+    registry.train("reinforce", model="tiny", task="summarize", iterations=1, batch_size=2,
+                   max_prompt_tokens=48, max_new_tokens=4, learning_rate=1e-2, top_k=8,
+                   lora_r=2, eval_every=0, run_dir=str(run), progress=False, report_to="none",
+                   device="cpu")  # fmt: skip
+    assert (run / "policy" / "adapter_config.json").is_file()
+    out = tmp_path / "lora.json"
+    assert cli.main(["eval", "--policy", str(run), "--task", "summarize", *SIZES,
+                     "--temperature", "0", "--out", str(out)]) == 0  # fmt: skip
+    record = json.loads(out.read_text())
+    assert record["base_model"] == "tiny"
+    assert record["greedy"]["metrics"]["eval/kl"] > 0  # the adapters are in (off, KL would be 0)
