@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from textgym.episode import PromptEncoder, SegmentCache
+from textgym.episode import PromptEncoder, SegmentCache, byte_table, decode_batch
 from textgym.tasks import make_task
 
 
@@ -59,6 +59,42 @@ def test_task_prompts_equal_the_slow_path(tokenizer):
             assert ids.tolist() == reference_ids(tokenizer, prompt)
 
 
+def test_segments_equal_whole_texts_on_random_text(tokenizer):
+    """Word cuts and added-token cuts give the ids of the whole text, on text built to find
+    a cut the tokenizer does not make: runs of mixed white space, contractions, digits,
+    punctuation, non-Latin scripts and added tokens next to spaces."""
+    backend = tokenizer.backend_tokenizer
+    cache = SegmentCache.build(tokenizer, backend.encode_batch)
+    assert cache.cuts_words  # SmolLM2's stretches are cut word by word
+    pieces = ["a", "dog", "'s", "'ll", "12", "3", ",", "!?", "é", "漢字", "🙂", "<|im_end|>"]
+    pieces += [" ", "  ", "\n", " \n", "\t", "\u00a0", "\u3000", "\x1c", "\r\n"]
+    rng = np.random.default_rng(0)
+    texts = ["".join(rng.choice(pieces, size=rng.integers(1, 30))) for _ in range(400)]
+    whole = [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    assert cache(texts) == whole
+    assert cache(texts) == whole  # from the cache
+    assert cache([t + "x" for t in texts]) == [  # new stretches of known words
+        e.ids for e in backend.encode_batch([t + "x" for t in texts], add_special_tokens=False)
+    ]
+
+
+def test_word_cuts_only_for_gpt2_style_pre_tokenizers(tokenizer):
+    from tokenizers import normalizers, pre_tokenizers
+
+    for change in (
+        lambda b: setattr(b, "normalizer", normalizers.NFKC()),
+        lambda b: setattr(b, "pre_tokenizer", pre_tokenizers.Metaspace()),
+        lambda b: setattr(b, "pre_tokenizer", pre_tokenizers.ByteLevel(add_prefix_space=True)),
+    ):
+        other = copy.deepcopy(tokenizer)
+        change(other.backend_tokenizer)
+        cache = SegmentCache.build(other, other.backend_tokenizer.encode_batch)
+        assert cache is None or not cache.cuts_words
+        encoder = PromptEncoder(other, max_prompt_tokens=256)
+        for prompt, ids in zip(PROMPTS, encoder.encode_batch(PROMPTS), strict=True):
+            assert ids.tolist() == reference_ids(other, prompt), prompt
+
+
 def test_padded_batch_left_pads_truncates_and_caches(tokenizer):
     P = 48
     encoder = PromptEncoder(tokenizer, max_prompt_tokens=P, pad_token_id=7)
@@ -97,3 +133,37 @@ def test_stretch_cache_refuses_tokenizers_whose_added_tokens_strip(tokenizer):
     assert SegmentCache.build(stripping, backend.encode_batch) is None
     encoder = PromptEncoder(stripping, max_prompt_tokens=64)
     assert encoder.encode("a <x> b").tolist() == reference_ids(stripping, "a <x> b")
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def test_decode_batch_equals_the_tokenizer(tokenizer):
+    """The byte table decodes exactly as the Rust tokenizer: special tokens dropped, tokens
+    that split a character joined first, invalid UTF-8 replaced as Rust replaces it."""
+    rng = np.random.default_rng(0)
+    rows = rng.integers(len(tokenizer), size=(300, 24)).tolist()
+    rows += [[0, 1, 2], [], [tokenizer.encode("é")[0]] * 3, tokenizer.encode("漢字 🙂 x")]
+    assert byte_table(tokenizer, tokenizer.backend_tokenizer) is not None  # the fast path
+    expected = tokenizer.batch_decode(rows, skip_special_tokens=True)
+    assert decode_batch(tokenizer, rows) == expected
+    assert decode_batch(tokenizer, [np.array(row, dtype=np.int64) for row in rows]) == expected
+    assert sum("\ufffd" in text for text in expected) > 30  # invalid sequences were covered
+    # An id the tokenizer does not know goes to the tokenizer, which skips it.
+    assert decode_batch(tokenizer, [[tokenizer.encode("hi")[0], 10**6]]) == ["hi"]
+
+
+def test_decode_batch_with_added_words_and_other_decoders(tokenizer):
+    from tokenizers import decoders
+
+    added = copy.deepcopy(tokenizer)
+    added.add_tokens(["naïve word", "<mark>"])
+    added.add_special_tokens({"additional_special_tokens": ["<secret>"]})
+    rows = [added.encode("a naïve word <mark> b <secret> c", add_special_tokens=False)]
+    assert decode_batch(added, rows) == ["a naïve word <mark> b  c"]
+    assert decode_batch(added, rows) == added.batch_decode(rows, skip_special_tokens=True)
+    other = copy.deepcopy(tokenizer)
+    other.backend_tokenizer.decoder = decoders.Metaspace()
+    assert byte_table(other, other.backend_tokenizer) is None  # the Rust tokenizer decodes
+    rows = [tokenizer.encode("Hello there, world")]
+    assert decode_batch(other, rows) == other.batch_decode(rows, skip_special_tokens=True)
