@@ -190,6 +190,7 @@ class TextGenVectorEnv(VectorEnv):
         self._active = np.zeros(B, dtype=bool)
         self._needs_reset = np.zeros(B, dtype=bool)  # NEXT_STEP: reset these at the next step
         self._samples: list[Sample | None] = [None] * B
+        self._prompts: list[str] = [""] * B  # prompt_text of each row's sample
         self._rows = np.arange(B)
         self._zeros_f = np.zeros(B, dtype=np.float64)
         self._false = np.zeros(B, dtype=bool)
@@ -248,12 +249,14 @@ class TextGenVectorEnv(VectorEnv):
         self._mask[rows, :P] = mask
         self._ids[rows, P:] = self.pad_token_id
         self._mask[rows, P:] = 0
-        for i, (sample, _) in zip(rows, chosen, strict=True):
+        prompts = [prompt_text(sample.prompt) for sample, _ in chosen]
+        for i, (sample, _), prompt in zip(rows, chosen, prompts, strict=True):
             self._samples[i] = sample
+            self._prompts[i] = prompt
         self._num_generated[rows] = 0
         self._active[rows] = True
         self._needs_reset[rows] = False
-        self._put_info(info, "prompt", rows, [prompt_text(s.prompt) for s, _ in chosen])
+        self._put_info(info, "prompt", rows, prompts)
         # int64 as SyncVectorEnv batches Python ints; an object array of None for given prompts.
         self._put_info(info, "index", rows, indices, None if indices[0] is None else np.int64)
         self._put_info(info, "prompt_tokens", rows, mask.sum(axis=1), np.int64)
@@ -351,7 +354,7 @@ class TextGenVectorEnv(VectorEnv):
         """Decode and score every episode that ended this step with one reward call."""
         P = self.max_prompt_tokens
         samples = [self._samples[i] for i in rows]
-        prompts = [prompt_text(s.prompt) for s in samples]  # type: ignore[union-attr]
+        prompts = [self._prompts[i] for i in rows]
         references = [list(s.references) for s in samples]  # type: ignore[union-attr]
         ends = P + self._num_generated[rows] - hit_eos[rows]
         completion_ids = [self._ids[i, P:end] for i, end in zip(rows, ends, strict=True)]
