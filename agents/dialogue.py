@@ -190,7 +190,8 @@ def rollout_dialogues(
         if dropped is not None and (dropped[info["_dropped_turns"]] > 0).any():
             raise ValueError(
                 f"a dialogue outgrew max_context_tokens={C} and lost its oldest turns, which a "
-                "KV-cache rollout of whole dialogues cannot follow; raise max_context_tokens"
+                "KV-cache rollout of whole dialogues cannot follow; raise max_context_tokens "
+                "(--max-prompt-tokens of textgym train), or lower max_turns or the turn cap"
             )
         rows: list[list[int]] = []
         for b in range(B):
