@@ -297,6 +297,78 @@ def check_lockstep_env(envs: Any) -> TextGenVectorEnv:
     return env
 
 
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward
+
+
+def shared_prefix_length(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> int:
+    """Tokens that every left-padded prompt starts with, leaving each row at least one of its own.
+
+    >>> ids = torch.tensor([[0, 7, 8, 9, 4], [7, 8, 9, 5, 6]])
+    >>> shared_prefix_length(ids, (ids > 0).long())
+    3
+    """
+    B, P = prompt_ids.shape
+    lengths = prompt_mask.sum(-1)  # (B,)
+    shortest = int(lengths.min())
+    start = P - lengths  # (B,) first real column of each row
+    columns = start[:, None] + torch.arange(shortest, device=prompt_ids.device)  # (B, shortest)
+    heads = prompt_ids.gather(1, columns)  # (B, shortest) each row's first real tokens
+    agree = (heads == heads[:1]).all(0).long()  # (shortest,)
+    return min(int(agree.cumprod(0).sum()), shortest - 1)
+
+
+def prefill(
+    policy: TransformerPolicy,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    record_values: bool,
+) -> tuple[LMOutput, torch.Tensor]:
+    """The first step's output and the (B, P) mask of the cache's columns, computing each
+    distinct prompt once and the prompts' shared opening once.
+
+    Rows with the same prompt (a GRPO/RLOO group) are run once and their KV cache repeated.
+    Prompts built from one template share their opening tokens (system prompt, instruction):
+    that prefix is run at batch 1, its cache repeated over the distinct prompts, and each one's
+    remaining tokens run on top of it. The cache's columns are then ``[prefix | row's padding
+    | row's rest]``: positions come from the mask and padding is masked, so every logit
+    equals the plain left-padded prefill's (up to float summation order).
+    """
+    P = prompt_ids.shape[1]
+    distinct, inverse = torch.unique(
+        torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True
+    )
+    ids, mask = distinct[:, :P], distinct[:, P:]  # (U, P) each
+    L = shared_prefix_length(ids, mask) if len(ids) > 1 else 0
+    if L < MIN_SHARED_PREFIX:
+        out = policy.lm_forward(
+            policy.model, ids, mask, keep=1, use_cache=True, hidden=record_values
+        )
+        columns_mask = mask
+    else:
+        start = P - mask.sum(-1, keepdim=True)  # (U, 1) first real column of each prompt
+        first = int(start[0])
+        prefix = ids[:1, first : first + L]  # (1, L)
+        cache = policy.lm_forward(
+            policy.model, prefix, torch.ones_like(prefix), keep=1, use_cache=True
+        ).cache
+        cache.batch_repeat_interleave(len(ids))
+        # A prompt's own tokens are its last (length - L) columns: mask its padding AND prefix.
+        rest_mask = (torch.arange(L, P, device=ids.device) >= start + L).long()  # (U, P-L)
+        columns_mask = torch.cat([torch.ones_like(mask[:, :L]), rest_mask], 1)  # (U, P)
+        out = policy.lm_forward(
+            policy.model,
+            ids[:, L:],
+            columns_mask,
+            cache=cache,
+            keep=1,
+            use_cache=True,
+            hidden=record_values,
+        )
+    out.cache.batch_select_indices(inverse)  # (U, ...) -> (B, ...), rows back in their order
+    hidden = out.hidden[inverse] if out.hidden is not None else None
+    return LMOutput(out.logits[inverse], hidden, out.cache), columns_mask[inverse]
+
+
 @torch.no_grad()
 def rollout(
     policy: TransformerPolicy,
@@ -310,8 +382,10 @@ def rollout(
 ) -> Rollout:
     """Reset every sub-env, then step all B episodes in lockstep until each has ended.
 
-    One prefill of the prompts, then per step ONE forward of the policy over the B new tokens
-    with the KV cache (values from the same forward when ``record_values``). The env owns
+    One :func:`prefill` of the prompts (their shared opening run once), then per step ONE
+    forward of the policy over the new token of every episode still running, with the KV
+    cache (values from the same forward when ``record_values``). Rows whose episode ended
+    leave the batch (and the cache), so the forward shrinks as episodes finish. The env owns
     termination and reward: the loop stops when ``envs.active`` is all False, and the final
     reward of each row is read from ``step``'s reward where ``terminated``. ``seed`` and
     ``options`` (``index`` / ``prompt`` lists) go to ``envs.reset``.
@@ -335,9 +409,6 @@ def rollout(
     prompt_ids = torch.as_tensor(obs["input_ids"][:, first:P], device=device)  # (B, P')
     prompt_mask = torch.as_tensor(obs["attention_mask"][:, first:P], device=device).long()
     P = P - first
-    attention = torch.ones(B, P + N, dtype=torch.long, device=device)  # (B, P+N)
-    attention[:, :P] = prompt_mask
-    next_position = prompt_mask.sum(-1, keepdim=True)  # (B, 1)
 
     tokens = torch.full((B, N), env.pad_token_id, dtype=torch.long, device=device)
     mask = torch.zeros(B, N, device=device)
@@ -347,22 +418,27 @@ def rollout(
     prompts, completions, reasons = [""] * B, [""] * B, [""] * B
     references: list[list[str]] = [[] for _ in range(B)]
     components: dict[str, np.ndarray] = {}
+    actions = np.full(B, env.pad_token_id, dtype=np.int64)  # ended rows' actions are ignored
 
     with autocast:
-        logits, hidden, cache = policy.lm_forward(
-            policy.model, prompt_ids, prompt_mask, keep=1, use_cache=True, hidden=record_values
+        (logits, hidden, cache), columns_mask = prefill(
+            policy, prompt_ids, prompt_mask, record_values
         )
-    active = env.active  # (B,) bool
+    attention = torch.ones(B, P + N, dtype=torch.long, device=device)  # (R, P+N), held rows
+    attention[:, :P] = columns_mask
+    next_position = prompt_mask.sum(-1, keepdim=True)  # (R, 1)
+    rows = np.arange(B)  # the env row of each of the R rows the model batch holds
     for t in range(N):
-        step_logits = logits[:, -1]  # (B, V)
-        action = sample_tokens(step_logits, sampling, generator)  # (B,)
-        live = torch.as_tensor(active, device=device)
-        tokens[:, t] = action
-        mask[:, t] = live
-        logprobs[:, t] = token_logprobs(step_logits, action, sampling.scale)
+        step_logits = logits[:, -1]  # (R, V)
+        action = sample_tokens(step_logits, sampling, generator)  # (R,)
+        held = torch.as_tensor(rows, device=device)
+        tokens[held, t] = action
+        mask[held, t] = 1.0
+        logprobs[held, t] = token_logprobs(step_logits, action, sampling.scale)
         if values is not None:
-            values[:, t] = policy.value_head(hidden[:, -1].float()).squeeze(-1)  # type: ignore[index]
-        _, reward, terminated, _, info = env.step(action.cpu().numpy())
+            values[held, t] = policy.value_head(hidden[:, -1].float()).squeeze(-1)  # type: ignore[index]
+        actions[rows] = action.cpu().numpy()
+        _, reward, terminated, _, info = env.step(actions)
         if terminated.any():
             done = np.flatnonzero(terminated)
             scores[done] = reward[done]
@@ -375,18 +451,20 @@ def rollout(
                 if not name.startswith("_"):  # "_name" keys are Gymnasium's row masks
                     part = components.setdefault(name, np.zeros(B, dtype=np.float32))
                     part[done] = value[done]
-        active = env.active
-        if not active.any():
+        running = env.active[rows]  # (R,) bool
+        if not running.any():
             break
-        step_ids = action[:, None]  # (B, 1)
-        step_mask = attention[:, : P + t + 1]
-        step_pos = next_position + t
+        if not running.all():  # drop the ended rows from the batch and the cache
+            keep = torch.as_tensor(np.flatnonzero(running), device=device)
+            rows = rows[running]
+            cache.batch_select_indices(keep)
+            action, attention, next_position = action[keep], attention[keep], next_position[keep]
         with autocast:
             logits, hidden, cache = policy.lm_forward(
                 policy.model,
-                step_ids,
-                step_mask,
-                step_pos,
+                action[:, None],  # (R, 1)
+                attention[:, : P + t + 1],
+                next_position + t,
                 cache,
                 keep=1,
                 use_cache=True,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents import policy as policy_module
 from agents.policy import TransformerPolicy, evaluate_tokens, rollout
 from textgym.lm import Sampling, positions, sample_tokens, token_logprobs
 from textgym.models import load_tokenizer, tiny_model
@@ -29,6 +30,10 @@ def tokenizer():
 def make_task() -> Task:
     samples = [Sample(p, meta={"keywords": ["dog"]}) for p in PROMPTS]
     return Task("prompts", {"train": samples}, default_reward="keyword_coverage_soft")
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def make_envs(tokenizer, num_envs: int = 4, max_new_tokens: int = 6, **kw) -> TextGenVectorEnv:
@@ -124,6 +129,50 @@ def test_kv_cache_rollout_logprobs_equal_a_full_forward(tokenizer):
         ref_logprobs, token_logprobs(own, batch.tokens, 0.8), atol=1e-5, rtol=0
     )
     assert (batch.logprobs - ref_logprobs).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("share_prefix", "index"),
+    [(True, [0, 1, 2, 3]), (False, [0, 1, 2, 3]), (True, [2, 2, 0, 0]), (False, [3, 1, 3, 1])],
+)
+def test_rollout_with_ended_rows_dropped_equals_a_full_forward(
+    tokenizer, monkeypatch, share_prefix, index
+):
+    """Each distinct prompt is prefilled once (groups share it), the prompts' shared opening
+    once, and rows that end leave the batch and the KV cache; the log-probs and values of every
+    row still equal a no-cache forward (1e-5, float32)."""
+    if not share_prefix:
+        monkeypatch.setattr(policy_module, "MIN_SHARED_PREFIX", 10**6)
+    torch.manual_seed(0)
+    policy = TransformerPolicy(tiny_model(tokenizer), reference=None)
+    with torch.no_grad():
+        policy.value_head.weight.normal_()
+    sampling, options = Sampling(temperature=0.8, top_k=30), {"index": index}
+    probe = rollout(
+        policy, make_envs(tokenizer, max_new_tokens=8), sampling, seeded(0), options=options
+    )
+    # Row 0's third token made the stop token: row 0 ends by step 3, the others run on.
+    envs = make_envs(tokenizer, max_new_tokens=8, eos_token_id=int(probe.tokens[0, 2]))
+    batch = rollout(policy, envs, sampling, seeded(0), options=options)
+    assert len(set(batch.lengths.tolist())) > 1  # rows really end at different steps
+    ids, mask = batch.prompt_ids, batch.prompt_mask
+    assert policy_module.shared_prefix_length(ids, mask) >= 8  # a chat template's opening
+    with torch.no_grad():
+        logprobs, values, _ = evaluate_tokens(policy, ids, mask, batch.tokens, 0.8)
+    live = batch.mask.bool()
+    torch.testing.assert_close(logprobs[live], batch.logprobs[live], atol=1e-5, rtol=0)
+    torch.testing.assert_close(values[live], batch.values[live], atol=1e-5, rtol=0)
+    assert batch.logprobs[~live].abs().sum() == 0
+    assert (batch.tokens[~live] == envs.pad_token_id).all()
+
+
+def test_shared_prefix_leaves_every_row_a_token_of_its_own():
+    ids = torch.tensor([[0, 0, 5, 6, 7], [5, 6, 7, 8, 9], [0, 5, 6, 7, 8]])
+    mask = (ids > 0).long()
+    assert policy_module.shared_prefix_length(ids, mask) == 2  # row 0 is all prefix: keep one
+    assert policy_module.shared_prefix_length(ids[1:], mask[1:]) == 3
+    different = torch.tensor([[1, 2, 3], [4, 2, 3]])
+    assert policy_module.shared_prefix_length(different, torch.ones_like(different)) == 0
 
 
 def test_rollout_stops_rows_at_eos_and_reads_the_env_reward(tokenizer):
