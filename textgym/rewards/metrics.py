@@ -430,16 +430,20 @@ def _found_each(keywords: list[list[str]], words: list[str]) -> list[bool]:
     ``_MIN_STEM`` letters, so only text words with k's prefix need their forms computed.
     """
     present = set(words)
-    by_prefix: dict[str, list[str]] = {}
-    for word in present:
-        by_prefix.setdefault(word[:_MIN_STEM], []).append(word)
-    return [
-        not present.isdisjoint(_base_forms(kw[0]))
-        or any(kw[0] in _base_forms(w) for w in by_prefix.get(kw[0][:_MIN_STEM], ()))
-        if len(kw) == 1
-        else _find(kw, words)
-        for kw in keywords
-    ]
+    prefixes = {w[:_MIN_STEM] for w in present}
+
+    def found(keyword: list[str]) -> bool:
+        if len(keyword) != 1:
+            return _find(keyword, words)
+        k = keyword[0]
+        if not present.isdisjoint(_base_forms(k)):
+            return True
+        stem = k[:_MIN_STEM]
+        return stem in prefixes and any(
+            k in _base_forms(w) for w in present if w[:_MIN_STEM] == stem
+        )
+
+    return [found(kw) for kw in keywords]
 
 
 def keyword_found(keyword: str, text: str) -> bool:
@@ -487,9 +491,9 @@ class KeywordCoverage:
             [[_words(k) for k in kws] for kws in keywords], [_words(c) for c in completions]
         )
         out = np.ones(len(completions), dtype=np.float32)
-        for i, row in enumerate(credits):
-            if row:
-                out[i] = np.mean(row)
+        for n in {len(row) for row in credits} - {0}:  # np.mean of each row, rows of n at once
+            rows = [i for i, row in enumerate(credits) if len(row) == n]
+            out[rows] = np.mean([credits[i] for i in rows], axis=1)
         return out
 
     def _credits(
@@ -599,7 +603,8 @@ def _best_ratios(groups: list[tuple[list[str], list[str]]]) -> list[list[float]]
     for t, (target, start, size) in enumerate(
         zip(targets, first_pair.tolist(), per_target.tolist(), strict=True)
     ):
-        for p in order[start : start + size]:
+        for k in range(start, start + size):
+            p = order[k]
             if bounds[p] <= best[t]:
                 break
             candidate = candidates[pair_candidates[p]]
@@ -609,8 +614,7 @@ def _best_ratios(groups: list[tuple[list[str], list[str]]]) -> list[list[float]]
     return [best[end - len(ts) : end] for (_, ts), end in zip(groups, ends, strict=True)]
 
 
-_MASK_BITS = 63  # candidate characters per uint64 bit mask; one bit spare so that V + U fits
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+_MASK_BITS = 52  # candidate characters per bit mask: masks are summed as float64, exact to 2**53
 
 
 def _lcs_lengths(
@@ -622,17 +626,20 @@ def _lcs_lengths(
     per candidate character and one step per target character. A candidate longer than
     ``_MASK_BITS`` gets ``min(len(c), len(t))``, which is still an upper bound.
     """
-    alphabet = np.unique(_code_points("".join(targets)))
-    a_col, a_text, a_pos = _char_columns(candidates, alphabet)
-    b_col, b_text, b_pos = _char_columns(targets, alphabet)
+    alphabet = np.unique(_code_points("".join(targets)))  # (A,) sorted
+    lookup = np.full(int(alphabet[-1]) + 2, alphabet.size)  # code point -> column, A: others
+    lookup[alphabet] = np.arange(alphabet.size)
+    a_col, a_text, a_pos = _char_columns(candidates, lookup)
+    b_col, b_text, b_pos = _char_columns(targets, lookup)
     a_len = np.bincount(a_text, minlength=len(candidates))  # (C,)
     b_len = np.bincount(b_text, minlength=len(targets))  # (T,)
     # masks[c, k]: bit j set where candidates[c][j] is alphabet[k]; column A (others) stays 0.
+    # The bits of one mask are distinct, so their sum is their union.
     width = alphabet.size + 1
-    masks = np.zeros(len(candidates) * width, dtype=np.uint64)
     keep = (a_col < alphabet.size) & (a_len[a_text] <= _MASK_BITS)
-    bits = np.left_shift(np.uint64(1), a_pos[keep].astype(np.uint64))
-    np.bitwise_or.at(masks, a_text[keep] * width + a_col[keep], bits)
+    bits = np.exp2(a_pos[keep].astype(np.float64))
+    masks = np.bincount(a_text[keep] * width + a_col[keep], bits, len(candidates) * width)
+    masks = masks.astype(np.uint64)
     # Target characters as columns, (L, T) padded with column A: an empty mask changes nothing.
     b_cols = np.full((int(b_len.max()), len(targets)), alphabet.size, dtype=np.int64)
     b_cols[b_pos, b_text] = b_col
@@ -643,9 +650,17 @@ def _lcs_lengths(
     for step in b_cols:
         low = column & masks[row + step[target_of]]
         column = ((column + low) | (column - low)) & full
-    lcs = a_len[cand_of] - _POPCOUNT[column.view(np.uint8)].reshape(-1, 8).sum(axis=1)
+    lcs = a_len[cand_of] - _popcount(column)
     short = a_len[cand_of] <= _MASK_BITS
     return np.where(short, lcs, np.minimum(a_len[cand_of], b_len[target_of]))
+
+
+def _popcount(v: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (the SWAR sum of bit fields; numpy < 2 has no bitwise_count)."""
+    v = v - ((v >> 1) & 0x5555555555555555)
+    v = (v & 0x3333333333333333) + ((v >> 2) & 0x3333333333333333)
+    v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return ((v * 0x0101010101010101) >> 56).astype(np.int64)
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -653,16 +668,15 @@ def _code_points(text: str) -> np.ndarray:
 
 
 def _char_columns(
-    texts: list[str], alphabet: np.ndarray
+    texts: list[str], lookup: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each character of ``texts``, in order: its index in the sorted ``alphabet``
-    (``alphabet.size`` when absent), the text it is in and its position there."""
+    """For each character of ``texts``, in order: its column ``lookup[code point]`` (the last
+    entry for code points beyond the table), the text it is in and its position there."""
     codes = _code_points("".join(texts))
     lengths = np.fromiter(map(len, texts), np.int64, len(texts))
     text = np.repeat(np.arange(len(texts)), lengths)
     position = np.arange(codes.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    column = np.minimum(np.searchsorted(alphabet, codes), alphabet.size - 1)
-    return np.where(alphabet[column] == codes, column, alphabet.size), text, position
+    return lookup[np.minimum(codes, lookup.size - 1)], text, position
 
 
 @functools.lru_cache(maxsize=4096)
