@@ -386,6 +386,9 @@ def write_report(run_dir: str | Path) -> Path:
         parts += [f"## {task}", "", task_table(task_rows, per_prompt, per_prompt_sampled), ""]
         if len({r["algo"] for r in task_rows}) > 1:
             parts += ["Probability of improvement:", "", improvement_table(task_rows), ""]
+            if any(r.get("eval_sampled/reward", "") != "" for r in task_rows):
+                table = improvement_table(task_rows, "eval_sampled/reward")
+                parts += ["Probability of improvement (sampled reward):", "", table, ""]
         bands = learning_curves(curves)
         if bands:
             plot_curves(task, bands, run_dir / "plots" / f"curves_{task}.png")

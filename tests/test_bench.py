@@ -436,7 +436,8 @@ def test_baselines_in_the_grid_and_the_report_from_result_json_alone(tmp_path, m
         path.unlink()
     report = write_report(tmp_path).read_text()
     assert len(read_csv(tmp_path / "results.csv")) == 4
-    assert "Probability of improvement" in report and "sampled reward (95% CI)" in report
+    assert "Probability of improvement:" in report and "sampled reward (95% CI)" in report
+    assert "Probability of improvement (sampled reward):" in report
 
 
 def _fake_run(out, task, algo, seed, rewards, kl):
