@@ -27,6 +27,6 @@ def test_unknown_command_lists_the_valid_ones(capsys):
 
 def test_every_registered_command_resolves():
     commands = cli.discover_commands()
-    assert {"info", "train", "demo", "feedback", "bench", "report"} <= commands.keys()
+    assert {"info", "train", "demo", "feedback", "bench", "report", "eval"} <= commands.keys()
     for name, ep in commands.items():
         assert callable(cli.load_command(ep)), name

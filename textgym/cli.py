@@ -2,7 +2,7 @@
 
 Subcommands are entry points of the group :data:`ENTRY_POINT_GROUP` (``textgym.commands``),
 so a package adds commands by declaring them in its own metadata, as ``agents`` does for
-``train``, ``demo``, ``bench`` and ``report`` in this project's ``pyproject.toml``::
+``train``, ``demo``, ``bench``, ``report`` and ``eval`` in this project's ``pyproject.toml``::
 
     [project.entry-points."textgym.commands"]
     mycommand = "my_package.cli:add_parser"
