@@ -1,5 +1,10 @@
 """Running a bench grid: every unfinished (seed, task, algo) trained by its adapter, then
-evaluated alike (:func:`agents.evaluation.evaluate`) against one reference model."""
+evaluated alike (:func:`agents.evaluation.evaluate`) against one reference model: greedy
+(``eval/...``), then sampled at ``eval_temperature`` (``eval_sampled/...``) on the same prompts.
+
+``result.json`` holds everything the report needs (the metrics, each prompt's scores under
+``per_prompt`` / ``per_prompt_sampled`` for the stratified bootstrap, and the learning curve),
+so a grid's committed ``result.json`` files regenerate every table."""
 
 from __future__ import annotations
 
@@ -23,10 +28,12 @@ from agents.bench.results import (
     write_csv,
     write_results_csv,
 )
-from agents.evaluation import evaluate
+from agents.dialogue_eval import conversation_settings, evaluate_dialogues, is_conversation_task
+from agents.evaluation import EvalResult, evaluate
 from agents.models import build_model
 from agents.runtime import resolve_device
 from agents.tracking import atomic_write
+from textgym.lm import Sampling
 
 
 class Reference:
@@ -57,16 +64,47 @@ def run_one(
     write_csv(spec.run_dir / "curve.csv", trained.curve, ["tokens", "seconds", "reward"])
     ref = trained.reference if trained.reference is not None else reference.get(spec.seed, device)
     start = time.perf_counter()
-    result = evaluate(
-        trained.model,
-        spec.tokenizer,
-        spec.task,
-        reference=ref,
-        num_prompts=b.eval_prompts,
-        batch_size=b.eval_batch_size,
-        max_prompt_tokens=b.max_prompt_tokens,
-        max_new_tokens=b.max_new_tokens,
-    )
+
+    def run_eval(sampling: Sampling | None) -> EvalResult:
+        if is_conversation_task(spec.task):  # whole dialogues: success, turns, turn reward
+            if trained.eval_best_of > 1:
+                raise ValueError(f"{spec.algo} (best-of-n) does not apply to dialogue tasks")
+            return evaluate_dialogues(
+                trained.model,
+                spec.tokenizer,
+                spec.task,
+                num_prompts=b.eval_prompts,
+                batch_size=b.eval_batch_size,
+                max_context_tokens=b.max_prompt_tokens,
+                max_turn_tokens=b.max_new_tokens,
+                sampling=sampling,
+                seed=spec.seed,
+                **conversation_settings({**b.options.get("*", {}), **spec.options}),
+            )
+        return evaluate(
+            trained.model,
+            spec.tokenizer,
+            spec.task,
+            reference=ref,
+            num_prompts=b.eval_prompts,
+            batch_size=b.eval_batch_size,
+            max_prompt_tokens=b.max_prompt_tokens,
+            max_new_tokens=b.max_new_tokens,
+            sampling=sampling,
+            seed=spec.seed,
+            best_of=trained.eval_best_of,
+        )
+
+    result = run_eval(trained.eval_sampling)
+    metrics = dict(result.metrics)
+    per_prompt = {"per_prompt": result.per_prompt()}
+    if b.eval_temperature > 0:
+        shared = b.options.get("*", {})
+        sampled = run_eval(
+            Sampling(b.eval_temperature, shared.get("top_k", 0), shared.get("top_p", 1.0))
+        )
+        metrics.update({"eval_sampled/" + k[5:]: v for k, v in sampled.metrics.items()})
+        per_prompt["per_prompt_sampled"] = sampled.per_prompt()
     eval_seconds = time.perf_counter() - start
     lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in result.samples)
     atomic_write(spec.run_dir / "samples.jsonl", lines)
@@ -79,12 +117,14 @@ def run_one(
         "tokens": trained.tokens,
         "train_seconds": trained.seconds,
         "eval_seconds": eval_seconds,
-        "metrics": result.metrics,
+        "metrics": metrics,
         "budget": {"tokens": b.budget_tokens, "seconds": b.budget_seconds},
         "bench": b.to_dict(),
         "config": trained.config,
         "env": env,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **per_prompt,
+        "curve": trained.curve,
     }
     atomic_write(spec.run_dir / "result.json", json.dumps(record, indent=2, default=str) + "\n")
     shutil.rmtree(spec.run_dir / "train" / "checkpoints", ignore_errors=True)
