@@ -175,6 +175,15 @@ def test_dialogue_set() -> None:
     assert roles(make_task("dialogue", instruction="").split("train")[0])[0] == "user"
 
 
+# Sentences for the first four keyword prompts of the test split (the task has no references).
+KEYWORD_SENTENCES = {
+    ("orange", "kite", "teach"): "My father will teach me to fly my orange kite in the park.",
+    ("carry", "bag", "candle"): "She had to carry a candle in her bag all night.",
+    ("listen", "water", "mouse"): "The mouse stopped to listen to the running water.",
+    ("sky", "pencil", "eat"): "We eat lunch under the blue sky and draw it with a pencil.",
+}
+
+
 def test_embedded_default_rewards_score_their_samples() -> None:
     from textgym.rewards import make_reward, score
 
@@ -183,7 +192,10 @@ def test_embedded_default_rewards_score_their_samples() -> None:
         batch = list(task.split("test")[:4])
         meta = {k: [s.meta[k] for s in batch] for k in batch[0].meta}
         refs = [list(s.references) for s in batch]
-        golden = [s.references[0] if s.references else " ".join(s.meta["keywords"]) for s in batch]
+        golden = [
+            s.references[0] if s.references else KEYWORD_SENTENCES[tuple(s.meta["keywords"])]
+            for s in batch
+        ]
         total, _ = score(
             make_reward(task.default_reward),
             [prompt_text(s.prompt) for s in batch],
@@ -194,6 +206,10 @@ def test_embedded_default_rewards_score_their_samples() -> None:
         np.testing.assert_allclose(total, 1.0, atol=1e-5)
         empty, _ = score(make_reward(task.default_reward), ["p"] * 4, [""] * 4, refs, **meta)
         assert np.all(empty < 0.5)
+        if name == "keywords":  # the bare keywords cover every word but are no sentence
+            listed = [", ".join(s.meta["keywords"]) for s in batch]
+            lists, _ = score(make_reward(task.default_reward), ["p"] * 4, listed, refs, **meta)
+            np.testing.assert_array_equal(lists, 0.0)
 
 
 # ---------------------------------------------------------------- sampling and order

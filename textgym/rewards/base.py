@@ -167,6 +167,8 @@ BUILTIN_REWARDS: Mapping[str, str] = {
     "hf_classifier": _REWARD_MODEL,
     "reward_model": _REWARD_MODEL,
     "discriminator": "textgym.rewards.discriminator",
+    "lm_fluency": "textgym.rewards.fluency",
+    "keyword_sentence": "textgym.rewards.fluency",
     "sst2_sentiment": "textgym.feedback.recipes",
     "sst2_positive": "textgym.feedback.recipes",
     "taskmaster4_rm": "textgym.feedback.recipes",

@@ -74,8 +74,13 @@ def keywords(
     combinations are generated from ``seed`` and are all distinct (as sets); the first
     ``num_test`` go to test, the next ``num_validation`` to validation, the rest to train, so
     test and validation do not change when ``num_train`` does. References are empty;
-    ``meta = {"keywords": [...]}``. Default reward ``{"keyword_coverage_soft": 1.0}`` (partial
-    character-level credit, so that even a tiny random policy gets a learning signal).
+    ``meta = {"keywords": [...]}``. Default reward ``"keyword_sentence"``
+    (:class:`~textgym.rewards.fluency.KeywordSentence`): soft keyword coverage times the
+    fluency of the completion under SmolLM2-135M-Instruct times its fraction of distinct word
+    trigrams, so that a list of the keywords ("Duck, Lion, Cook") or a loop scores 0 where a
+    sentence scores its coverage. ``reward="keyword_coverage_soft"`` is the coverage alone
+    (partial character-level credit: a signal even for a tiny random policy, whose text no LM
+    finds fluent).
 
     >>> task = keywords(num_train=10)
     >>> task
@@ -135,7 +140,7 @@ def keywords(
     return Task(
         "keywords",
         {"train": samples[num_test + num_validation :], "validation": val, "test": test},
-        default_reward={"keyword_coverage_soft": 1.0},
+        default_reward="keyword_sentence",
         description="Write one sentence that uses all the given words (CommonGen-style).",
     )
 
