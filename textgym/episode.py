@@ -56,7 +56,8 @@ class SegmentCache:
         self._pattern = pattern
         self._added_ids = ids
         self.cuts_words = words
-        self._segments: dict[str, list[int]] = {}  # stretches and words -> their ids
+        # Stretches and words -> their ids, as tuples: the collector stops tracking those.
+        self._segments: dict[str, tuple[int, ...]] = {}
 
     @classmethod
     def build(cls, tokenizer: PreTrainedTokenizerBase, encode_batch: Any) -> SegmentCache | None:
@@ -121,9 +122,9 @@ class SegmentCache:
             new = list({w for ws in words.values() for w in ws})
         if new:
             encoded = self._encode_batch(new, add_special_tokens=False)
-            self._segments.update(zip(new, (e.ids for e in encoded), strict=True))
+            self._segments.update(zip(new, (tuple(e.ids) for e in encoded), strict=True))
         for stretch, ws in words.items():
-            self._segments[stretch] = [i for w in ws for i in self._segments[w]]
+            self._segments[stretch] = tuple(i for w in ws for i in self._segments[w])
 
 
 class PromptEncoder:
