@@ -100,9 +100,9 @@ class TrainConfig:
     batch_size: int = 16
     """Episodes (completions) per iteration, all generated in one lockstep batch."""
     max_prompt_tokens: int = 128
-    """Prompt budget P (longer prompts keep their end); at least 32, which holds SmolLM2's chat template (30 tokens) and a little text."""
+    """Prompt budget P (longer prompts keep their end); at least 32, which holds SmolLM2's chat template (30 tokens) and a little text. On conversation tasks: the context budget of the whole dialogue."""
     max_new_tokens: int = 32
-    """Completion budget N: an episode ends at EOS or after N tokens."""
+    """Completion budget N: an episode ends at EOS or after N tokens. On conversation tasks: the cap on tokens per agent turn."""
 
     # -- optimisation
     iterations: int = 100
