@@ -5,8 +5,9 @@ the model itself writes (greedy), and degenerate texts with the same words (list
 loops, a sentence cut mid-way, a list followed by a sentence) under SmolLM2-135M-Instruct.
 Columns (nats): the completion's mean log-prob per token given the prompt (``cond/tok``) and
 as a lone assistant message (``msg/tok``), the latter per word with the end token
-(``msg/word``, what :class:`~textgym.rewards.fluency.LMFluency` ramps), then ``lm_fluency`` and
-the ``keyword_sentence`` reward. Prints one row per text with ``--rows``, else min/mean/max
+(``msg/word``) and the end token's log-prob (``end``), the two that
+:class:`~textgym.rewards.fluency.LMFluency` ramps, then ``lm_fluency`` and the
+``keyword_sentence`` reward. Prints one row per text with ``--rows``, else min/mean/max
 per kind.
 
     .venv/bin/python benchmarks/keyword_fluency.py   # about 1 minute on 2 CPU cores
@@ -84,7 +85,7 @@ def make_table(with_model: bool = True) -> list[dict[str, object]]:
         n = len(batch)
         parts = reward.components(["p"] * n, batch, None, keywords=[list(words)] * n)
         total = reward.combine(parts)
-        per_word = fluency.per_word(batch)
+        per_word, end = fluency.measure(batch)
         message = fluency.message_logprobs([t.strip() for t in batch])
         header = fluency.header
         chat = [{"role": "user", "content": prompt}]
@@ -102,6 +103,7 @@ def make_table(with_model: bool = True) -> list[dict[str, object]]:
                     "cond/tok": given_prompt[i][:-1].mean() if has_words else np.nan,
                     "msg/tok": message[i][:-1].mean() if has_words else np.nan,
                     "msg/word": per_word[i],
+                    "end": end[i],
                     "lm_fluency": float(parts["lm_fluency"][i]),
                     "keyword_sentence": float(total[i]),
                 }
@@ -115,7 +117,7 @@ def main() -> None:
     parser.add_argument("--no-model", action="store_true", help="skip the model's own sentences")
     args = parser.parse_args()
     rows = make_table(with_model=not args.no_model)
-    columns = ["cond/tok", "msg/tok", "msg/word", "lm_fluency", "keyword_sentence"]
+    columns = ["cond/tok", "msg/tok", "msg/word", "end", "lm_fluency", "keyword_sentence"]
     if args.rows:
         for row in rows:
             values = " ".join(f"{row[c]:8.2f}" for c in columns)
@@ -129,7 +131,7 @@ def main() -> None:
         v = np.array(values)
         cells = [
             f"{np.nanmin(v[:, j]):6.2f} {np.nanmean(v[:, j]):6.2f} {np.nanmax(v[:, j]):6.2f}"
-            for j in range(5)
+            for j in range(len(columns))
         ]
         print(f"{kind:20s} " + " ".join(f"{c:>22s}" for c in cells))
 

@@ -55,7 +55,7 @@ def test_keyword_lists_score_far_below_sentences_with_the_same_words():
 
     # The whole reward in one call: sentences and lists both cover every keyword; the lists
     # and the empty completion earn nothing, loops and cut sentences little.
-    texts = [row[i] for i in (0, 1, 5, 6) for row in table] + [""]
+    texts = [row[i] for i in (0, 1, 5, 6) for row in table] + [""]  # sentence, list, loop, cut
     keywords = KEYWORDS * 4 + [KEYWORDS[0]]
     total, parts = score(reward, ["p"] * len(texts), texts, None, keywords=keywords)
     np.testing.assert_array_equal(parts["keyword_coverage_soft"][:12], 1.0)
@@ -88,14 +88,16 @@ def test_one_forward_scores_the_batch_as_row_by_row(tokenizer):
 
 def test_the_ramp_maps_per_word_logprob_onto_0_1(tokenizer, monkeypatch):
     fluency = LMFluency(model=tiny_model(tokenizer), tokenizer=tokenizer, floor=-9, full=-6)
-    monkeypatch.setattr(fluency, "per_word", lambda c: np.array([-12.0, -7.5, -6.0, -2.0]))
-    assert fluency(["p"] * 4, ["w"] * 4, None).tolist() == [0.0, 0.5, 1.0, 1.0]
+    per_word, end = np.array([-12.0, -7.5, -6.0, -2.0, -6.0]), np.array([-1, -1, -9, -1, -20.0])
+    monkeypatch.setattr(fluency, "measure", lambda c: (per_word, end))
+    assert fluency(["p"] * 5, ["w"] * 5, None).tolist() == [0.0, 0.5, 0.5, 1.0, 0.0]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
         ({"floor": -5.0, "full": -6.0}, ValueError, r"need finite floor < full .*floor=-5.0"),
+        ({"end_floor": -5.0}, ValueError, r"need finite end_floor < end_full .*end_floor=-5.0"),
         ({"full": float("inf")}, ValueError, "full=inf"),
         ({"floor": "low"}, TypeError, "floor must be a number of nats, got 'low'"),
         ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1 or None, got 0"),

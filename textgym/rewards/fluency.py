@@ -16,8 +16,9 @@ Why this score. Measured with SmolLM2-135M-Instruct on 8 keyword prompts (``make
   list are cheap tokens that dilute the 10-15 nats each keyword costs;
 * per WORD, a keyword's cost is shared by the few words of a list but by the ten cheap words of
   a sentence: sentences score -6.1 to -4.2 per word, lists of the same words -11.3 or lower;
-* scoring the end-of-message token puts a sentence cut mid-way at -8.3 or lower (its end is
-  20+ nats unlikely);
+* a sentence cut mid-way is 18 to 29 nats unlikely to end there, a whole one 2 to 5: the
+  end token's log-prob gets its own ramp, from 0 at -12 to 1 at -6, so that a long completion
+  cut at the token limit cannot hide its unlikely end among many cheap words;
 * repeated words are likely under any LM (the model predicts the loop), hence the distinct
   trigram factor.
 
@@ -84,13 +85,14 @@ def message_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], int]:
 
 
 class LMFluency:
-    """A reference LM's log-probability per word of each completion, mapped onto [0, 1].
+    """A reference LM's log-probability per word of each completion, and of its end, in [0, 1].
 
     ``per_word = (log p(completion tokens, then EOS | message header)) / number of words``
     under ``model``, NOT conditioned on the prompt (which makes a copied list of its words
-    likely), then ``clip((per_word - floor) / (full - floor), 0, 1)``. A completion with no
-    word scores 0. All completions of a call go through one forward (or ``batch_size`` rows
-    per forward).
+    likely), and ``end = log p(EOS | header, completion)``. The score is
+    ``ramp(per_word, floor, full) * ramp(end, end_floor, end_full)`` with
+    ``ramp(x, a, b) = clip((x - a) / (b - a), 0, 1)``. A completion with no word scores 0. All
+    completions of a call go through one forward (or ``batch_size`` rows per forward).
 
     Args:
         model: a causal LM: a name, path or alias for :func:`textgym.models.load_model`, or a
@@ -100,6 +102,8 @@ class LMFluency:
         full: the per-word log-prob that scores 1 (> ``floor``). The defaults come from the
             table in this module's docstring (SmolLM2-135M-Instruct); measure again for
             another LM.
+        end_floor: the end token's log-prob that scores 0 (a text cut mid-way).
+        end_full: the end token's log-prob that scores 1 (> ``end_floor``).
         batch_size: rows per forward (>= 1), or None for every row of a call in one.
         device: where a named model runs (default CPU).
 
@@ -121,17 +125,25 @@ class LMFluency:
         tokenizer: str | PreTrainedTokenizerBase | None = None,
         floor: float = -9.0,
         full: float = -6.0,
+        end_floor: float = -12.0,
+        end_full: float = -6.0,
         batch_size: int | None = None,
         device: str | None = None,
     ) -> None:
-        for label, value in (("floor", floor), ("full", full)):
+        for label, value in (
+            ("floor", floor),
+            ("full", full),
+            ("end_floor", end_floor),
+            ("end_full", end_full),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"fluency: {label} must be a number of nats, got {value!r}")
-        if not -float("inf") < floor < full < float("inf"):
-            raise ValueError(
-                f"fluency: need finite floor < full (nats per word), got floor={floor!r}, "
-                f"full={full!r}"
-            )
+        for low, high, unit in ((floor, full, ""), (end_floor, end_full, "end_")):
+            if not -float("inf") < low < high < float("inf"):
+                raise ValueError(
+                    f"fluency: need finite {unit}floor < {unit}full (nats), got "
+                    f"{unit}floor={low!r}, {unit}full={high!r}"
+                )
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
@@ -151,6 +163,8 @@ class LMFluency:
         self.header, self.end = message_frame(tokenizer)
         self.floor = float(floor)
         self.full = float(full)
+        self.end_floor = float(end_floor)
+        self.end_full = float(end_full)
         self.batch_size = batch_size
 
     @property
@@ -191,16 +205,22 @@ class LMFluency:
                 offset += n
         return out
 
-    def per_word(self, completions: list[str]) -> np.ndarray:
-        """Log-prob per word (B,) of each completion as a whole message; -inf with no word."""
+    def measure(self, completions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(per_word, end)`` (B,) each: the log-prob per word of each completion as a whole
+        message, and that of its end token; -inf for a completion with no word."""
         texts = [c.strip() for c in completions]
         words = np.array([len(_WORD.findall(t)) for t in texts])
-        out = np.full(len(texts), -np.inf)
+        per_word, end = np.full(len(texts), -np.inf), np.full(len(texts), -np.inf)
         scored = np.flatnonzero(words > 0)
         if scored.size:
             logprobs = self.message_logprobs([texts[i] for i in scored])
-            out[scored] = [lp.sum() / words[i] for i, lp in zip(scored, logprobs, strict=True)]
-        return out
+            per_word[scored] = [lp.sum() / words[i] for i, lp in zip(scored, logprobs, strict=True)]
+            end[scored] = [lp[-1] for lp in logprobs]
+        return per_word, end
+
+    def per_word(self, completions: list[str]) -> np.ndarray:
+        """Log-prob per word (B,) of each completion as a whole message; -inf with no word."""
+        return self.measure(completions)[0]
 
     def __call__(
         self,
@@ -209,11 +229,16 @@ class LMFluency:
         references: list[list[str]] | None,
         **meta: Any,
     ) -> np.ndarray:
-        ramp = (self.per_word(list(completions)) - self.floor) / (self.full - self.floor)
-        return np.clip(ramp, 0.0, 1.0).astype(np.float32)
+        per_word, end = self.measure(list(completions))
+        words = np.clip((per_word - self.floor) / (self.full - self.floor), 0.0, 1.0)
+        ending = np.clip((end - self.end_floor) / (self.end_full - self.end_floor), 0.0, 1.0)
+        return (words * ending).astype(np.float32)
 
     def __repr__(self) -> str:
-        return f"LMFluency(model={self.model_name!r}, floor={self.floor:g}, full={self.full:g})"
+        return (
+            f"LMFluency(model={self.model_name!r}, floor={self.floor:g}, full={self.full:g}, "
+            f"end_floor={self.end_floor:g}, end_full={self.end_full:g})"
+        )
 
 
 class KeywordSentence:
