@@ -10,7 +10,7 @@ as a lone assistant message (``msg/tok``), the latter per word with the end toke
 ``keyword_sentence`` reward. Prints one row per text with ``--rows``, else min/mean/max
 per kind.
 
-    .venv/bin/python benchmarks/keyword_fluency.py   # about 1 minute on 2 CPU cores
+    .venv/bin/python benchmarks/keyword_fluency.py   # a few minutes on 2 CPU cores
 """
 
 from __future__ import annotations
