@@ -97,6 +97,7 @@ class OnPolicyTrainer(BaseTrainer):
                     batch.tokens,
                     self.sampling.scale,
                     reference=True,
+                    share_prompts=True,  # a group's k completions share one prompt pass
                 )
             batch.ref_logprobs = ref_logprobs * batch.mask
         return batch

@@ -487,6 +487,51 @@ def rollout(
     )
 
 
+def prompt_shared_forward(
+    policy: TransformerPolicy,
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_width: int,
+    hidden: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (and last hidden states) of the positions from the prompt's last one on.
+
+    ``input_ids`` (B, T) = prompt (first ``prompt_width`` = P columns, left-padded) + the
+    rest. Returns ``(logits (B, T-P+1, V), hidden (B, T-P+1, H) or None)``. When rows share a
+    prompt (k completions per prompt), each distinct prompt is run once and its KV cache is
+    indexed out to its rows, so the prompt costs 1/k of a plain forward. The outputs equal a
+    plain forward's (up to float summation order). For no-grad forwards (the reference): a
+    backward through the shared cache gave run-to-run float differences on CPU, which would
+    break exact resume, so training keeps the plain forward.
+    """
+    B, T = input_ids.shape
+    P = prompt_width
+    distinct, inverse = torch.unique(
+        torch.cat([input_ids[:, :P], attention_mask[:, :P]], 1), dim=0, return_inverse=True
+    )
+    if len(distinct) == B:  # nothing shared: one plain forward is cheaper
+        logits, states, _ = policy.lm_forward(
+            model, input_ids, attention_mask, keep=T - P + 1, hidden=hidden
+        )
+        return logits, states
+    head = policy.lm_forward(
+        model, distinct[:, :P], distinct[:, P:], keep=1, use_cache=T > P, hidden=hidden
+    )
+    logits, states = head.logits[inverse], head.hidden  # (B, 1, V)
+    states = states[inverse] if states is not None else None
+    if T == P:
+        return logits, states
+    head.cache.batch_select_indices(inverse)  # (U, ...) -> (B, ...)
+    tail = policy.lm_forward(
+        model, input_ids[:, P:], attention_mask, cache=head.cache, hidden=hidden
+    )  # (B, T-P, V)
+    logits = torch.cat([logits, tail.logits], 1)
+    if states is not None and tail.hidden is not None:
+        states = torch.cat([states, tail.hidden], 1)
+    return logits, states
+
+
 def evaluate_tokens(
     policy: TransformerPolicy | nn.Module,
     prompt_ids: torch.Tensor,
@@ -495,24 +540,31 @@ def evaluate_tokens(
     scale: float,
     reference: bool = False,
     with_entropy: bool = False,
+    share_prompts: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Full no-cache forward over prompt + completion; the training-time view of a rollout.
+    """Forward over prompt + completion; the training-time view of a rollout.
 
     Returns ``(logprobs (B, N), values (B, N) or None, entropy (B, N) or None)`` for every
     completion position; with ``reference=True`` the reference LM's log-probs (no values).
     The last token is never an input (nothing is predicted after it), and the LM head runs on
-    the N positions that predict completion tokens only. ``policy`` may be a data-parallel
+    the N positions that predict completion tokens only. ``share_prompts`` (reference only) runs
+    each distinct prompt once (:func:`prompt_shared_forward`): equal to the plain forward up
+    to float summation order, so leave it off where the policy's and the reference's
+    log-probs must match bit for bit (DPO's margin at the start). ``policy`` may be a data-parallel
     wrapper of a :class:`TransformerPolicy` (training goes through its ``forward`` so that the
     wrapper synchronises gradients), except with ``reference=True``.
     """
-    N = tokens.shape[1]
+    P = prompt_ids.shape[1]
     ids = torch.cat([prompt_ids, tokens], dim=1)[:, :-1]  # (B, P+N-1)
     attention = torch.cat([prompt_mask, torch.ones_like(tokens)], dim=1)[:, :-1]
     if reference:
         with policy.reference_mode_on() as ref:
-            logits, _, _ = policy.lm_forward(ref, ids, attention, keep=N)
+            if share_prompts:
+                logits, _ = prompt_shared_forward(policy, ref, ids, attention, P)
+            else:
+                logits, _, _ = policy.lm_forward(ref, ids, attention, keep=tokens.shape[1])
         return token_logprobs(logits, tokens, scale), None, None
-    logits, values = policy(ids, attention, keep=N)  # (B, N, V), (B, N)
+    logits, values = policy(ids, attention, keep=tokens.shape[1])  # (B, N, V), (B, N)
     logprobs = token_logprobs(logits, tokens, scale)
     entropy = None
     if with_entropy:

@@ -106,7 +106,7 @@ def profile(algo: str, args: argparse.Namespace) -> dict[str, float]:
             with torch.no_grad(), trainer.runtime.autocast():
                 evaluate_tokens(
                     trainer.policy, batch.prompt_ids, batch.prompt_mask, batch.tokens,
-                    trainer.sampling.scale, reference=True,
+                    trainer.sampling.scale, reference=True, share_prompts=True,
                 )  # fmt: skip
             reference = time.perf_counter() - start if trainer.policy.has_reference else 0.0
             phases["reference"].append(reference)

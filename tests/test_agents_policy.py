@@ -242,3 +242,25 @@ def test_reference_adapters_needs_a_peft_model(tokenizer):
         TransformerPolicy(tiny_model(tokenizer), reference="adapters")
     with pytest.raises(ValueError, match="reference must be 'copy', 'adapters' or None"):
         TransformerPolicy(tiny_model(tokenizer), reference="frozen")
+
+
+def test_prompt_shared_forward_equals_a_plain_one(tokenizer):
+    """Rows sharing a prompt (groups of 2 here) run it once: the logits and hidden states of
+    every completion position equal a plain forward over each row's whole sequence (1e-5)."""
+    torch.manual_seed(0)
+    policy = TransformerPolicy(tiny_model(tokenizer), reference="copy")
+    envs = make_envs(tokenizer, max_new_tokens=5)
+    batch = rollout(policy, envs, Sampling(), seeded(1), options={"index": [1, 2, 1, 2]})
+    assert torch.equal(batch.prompt_ids[0], batch.prompt_ids[2])  # really shared
+    N, P = batch.tokens.shape[1], batch.prompt_ids.shape[1]
+    ids = torch.cat([batch.prompt_ids, batch.tokens], 1)[:, :-1]
+    attention = torch.cat([batch.prompt_mask, torch.ones_like(batch.tokens)], 1)[:, :-1]
+    model = policy.reference
+    with torch.no_grad():
+        plain = policy.lm_forward(model, ids, attention, keep=N, hidden=True)
+        logits, hidden = policy_module.prompt_shared_forward(
+            policy, model, ids, attention, P, hidden=True
+        )
+    assert logits.shape == plain.logits.shape == (4, N, plain.logits.shape[-1])
+    torch.testing.assert_close(logits, plain.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hidden, plain.hidden, atol=1e-5, rtol=1e-5)
