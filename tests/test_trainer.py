@@ -106,7 +106,9 @@ def test_one_update_changes_every_trainable_parameter_and_not_the_reference(algo
     ref_before = {n: p.detach().clone() for n, p in reference.named_parameters()}
     assert not any(p.requires_grad for p in reference.parameters())
     trainer.step()
-    unchanged = [n for n, p in policy.named_parameters() if n in before and torch.equal(p, before[n])]
+    unchanged = [
+        n for n, p in policy.named_parameters() if n in before and torch.equal(p, before[n])
+    ]
     assert not unchanged, f"parameters not updated: {unchanged}"
     assert all(torch.equal(p, ref_before[n]) for n, p in reference.named_parameters())
     if algo == "ppo":
@@ -118,7 +120,9 @@ def test_one_update_changes_every_trainable_parameter_and_not_the_reference(algo
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in csv.DictReader(f)]
+        return [
+            {k: v for k, v in row.items() if not k.startswith("time/")} for row in csv.DictReader(f)
+        ]
 
 
 def test_run_writes_metrics_plot_samples_checkpoint_and_a_hugging_face_policy(tmp_path):
@@ -193,7 +197,10 @@ class FailingReward:
 def test_a_reward_that_fails_mid_run_stops_it_with_the_error_and_the_checkpoint_intact(tmp_path):
     config = tiny_config("ppo", tmp_path, iterations=5, save_every=1)
     trainer = Trainer(config, reward=FailingReward(fail_at=3))
-    with pytest.raises(TrainingStopped, match=r"iteration 3: ConnectionError: reward server went away \(the last checkpoint .*iter_000002 is intact"):
+    with pytest.raises(
+        TrainingStopped,
+        match=r"iteration 3: ConnectionError: reward server went away \(the last checkpoint .*iter_000002 is intact",
+    ):
         trainer.train()
     resumed = Trainer(config, reward=FailingReward(fail_at=0), resume=True)
     assert resumed.iteration == 2
@@ -223,9 +230,14 @@ def test_killing_the_process_loses_at_most_the_work_since_the_last_checkpoint(tm
 
 
 def test_unknown_algorithm_and_option_list_the_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match="unknown algorithm 'a2c'; choose one of: ppo, rloo, grpo, reinforce, sft, dpo"):
+    with pytest.raises(
+        ValueError,
+        match="unknown algorithm 'a2c'; choose one of: ppo, rloo, grpo, reinforce, sft, dpo",
+    ):
         make_config("a2c")
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['lr'\] for ppo; valid options: model, "):
+    with pytest.raises(
+        ValueError, match=r"unknown option\(s\) \['lr'\] for ppo; valid options: model, "
+    ):
         make_config("ppo", lr=1e-3)
     with pytest.raises(ValueError, match="batch_size=6 must be a multiple of group_size=4"):
         make_config("grpo", batch_size=6)
@@ -244,10 +256,16 @@ def test_command_line_trains_and_reports_errors(tmp_path, capsys):
     assert "already holds a checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["train", "--algo", "dqn"])
-    assert "invalid choice: 'dqn' (choose from 'ppo', 'rloo', 'grpo', 'reinforce', 'sft', 'dpo')" in capsys.readouterr().err
+    assert (
+        "invalid choice: 'dqn' (choose from 'ppo', 'rloo', 'grpo', 'reinforce', 'sft', 'dpo')"
+        in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit):
         cli.main(["train", "--learning-rat", "1"])
-    assert "unknown option(s) --learning-rat 1; valid options for ppo: --model" in capsys.readouterr().err
+    assert (
+        "unknown option(s) --learning-rat 1; valid options for ppo: --model"
+        in capsys.readouterr().err
+    )
 
 
 # -- learning --------------------------------------------------------------------------------
