@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from iteration_profile import matmul_flops, n_params  # the same counts as the profile
 
 from agents import Trainer, make_config
 from textgym.models import load_model, load_tokenizer, tiny_model
@@ -33,26 +34,6 @@ from textgym.tasks import make_task
 
 LEARNING_RATE = 1e-6
 KL_COEF = 0.04
-
-
-def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
-    """Measured fp32 matmul FLOP/s on this machine with the current torch threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        n += 1
-    return 2 * size**3 * n / (time.perf_counter() - start)
-
-
-def n_params(model: torch.nn.Module) -> int:
-    # Tied embeddings count once; the LM head still costs a matmul, so add it back.
-    params = sum(p.numel() for p in model.parameters())
-    head = model.get_output_embeddings().weight
-    if head is model.get_input_embeddings().weight:
-        params += head.numel()
-    return params
 
 
 def as_messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
@@ -178,7 +159,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     reward = SoftKeywordCoverage()
     params = n_params(build(args.model, load_tokenizer()))
-    peak = matmul_flops() if args.device == "cpu" else float("nan")
+    peak = matmul_flops("cpu", torch.float32) if args.device == "cpu" else float("nan")
     print(
         f"model={args.model} ({params / 1e6:.0f}M params) device={args.device} "
         f"threads={torch.get_num_threads()} batch={args.batch} group={args.group} "

@@ -88,6 +88,20 @@ def trainer_curve(rows: list[dict[str, Any]], batch_size: int) -> list[dict[str,
     return curve
 
 
+def finished(trainer: Any, curve: list[dict[str, float]], tokens: int, seconds: float) -> Trained:
+    """Close the trainer's logger and hand its policy and budget to the grid."""
+    trainer.logger.close()
+    return Trained(
+        model=trainer.policy.model,
+        curve=curve,
+        tokens=tokens,
+        seconds=seconds,
+        config=trainer.config.to_dict(),
+        reference=trainer.policy.reference if trainer.policy.reference_mode == "copy" else None,
+        save=trainer.save_pretrained,
+    )
+
+
 def train_registered(spec: RunSpec) -> Trained:
     """An on-policy algorithm of :mod:`agents.registry` (PPO, RLOO, GRPO, REINFORCE, ...)
     through its registered trainer, one iteration at a time until the token or time budget is
@@ -120,16 +134,7 @@ def train_registered(spec: RunSpec) -> Trained:
     while not spec.budget_spent(tokens, seconds) and trainer.iteration < config.iterations:
         trainer.train(num_iterations=1)
         curve, tokens, seconds = progress()
-    trainer.logger.close()
-    return Trained(
-        model=trainer.policy.model,
-        curve=curve,
-        tokens=tokens,
-        seconds=seconds,
-        config=config.to_dict(),
-        reference=trainer.policy.reference if trainer.policy.reference_mode == "copy" else None,
-        save=trainer.save_pretrained,
-    )
+    return finished(trainer, curve, tokens, seconds)
 
 
 def untrained(spec: RunSpec) -> Trained:
@@ -211,16 +216,7 @@ def train_offline(
         tokens, seconds = tokens + used, seconds + float(row["time/step_s"])
         curve.append({"iteration": trainer.iteration, "tokens": tokens, "seconds": seconds,
                       "loss": float(row["train/loss"])})  # fmt: skip
-    trainer.logger.close()
-    return Trained(
-        model=trainer.policy.model,
-        curve=curve,
-        tokens=tokens,
-        seconds=seconds,
-        config=config.to_dict(),
-        reference=trainer.policy.reference if trainer.policy.reference_mode == "copy" else None,
-        save=trainer.save_pretrained,
-    )
+    return finished(trainer, curve, tokens, seconds)
 
 
 def train_sft(spec: RunSpec) -> Trained:
