@@ -107,19 +107,7 @@ def train_registered(spec: RunSpec) -> Trained:
     through its registered trainer, one iteration at a time until the token or time budget is
     spent (the trainer counts generated tokens)."""
 
-    b = spec.bench
-    # With a token budget, every iteration generates >= batch_size tokens, so this cap is never
-    # what stops a run; it only sizes a "linear" LR schedule, so the bench default is constant.
-    cap = math.ceil(b.budget_tokens / b.batch_size) if b.budget_tokens else 10**9
-    options = {
-        "model": b.model, "tokenizer": b.tokenizer, "task": spec.task, "seed": spec.seed,
-        "device": b.device, "batch_size": b.batch_size, "max_prompt_tokens": b.max_prompt_tokens,
-        "max_new_tokens": b.max_new_tokens, "iterations": cap, "eval_every": 0,
-        "save_every": b.save_every, "report_to": "none", "progress": False,
-        "run_dir": str(spec.run_dir / "train"),
-        **spec.options,
-    }  # fmt: skip
-    config = registry.make_config(spec.algo, **options)
+    config = trainer_config(spec, spec.options)
     train_dir = Path(config.output_dir)
     trainer = registry.build_trainer(
         config, tokenizer=spec.tokenizer, resume=latest_checkpoint(train_dir) is not None
@@ -175,18 +163,23 @@ DPO_PAIRS = 256
 """Train prompts whose (reference, base greedy output) pairs dpo learns (``--set dpo.pairs=N``)."""
 
 
-def _offline_config(spec: RunSpec) -> Any:
+def trainer_config(spec: RunSpec, options: dict[str, Any]) -> Any:
+    """The registered config of ``spec.algo``: the bench's shared settings, then ``options``."""
     b = spec.bench
+    # With a token budget, every iteration generates >= batch_size tokens, so this cap is never
+    # what stops a run; it only sizes a "linear" LR schedule, so the bench default is constant.
     cap = math.ceil(b.budget_tokens / b.batch_size) if b.budget_tokens else 10**9
-    options = {
-        "model": b.model, "tokenizer": b.tokenizer, "task": spec.task, "seed": spec.seed,
-        "device": b.device, "batch_size": b.batch_size, "max_prompt_tokens": b.max_prompt_tokens,
-        "max_new_tokens": b.max_new_tokens, "iterations": cap, "eval_every": 0,
-        "save_every": b.save_every, "report_to": "none", "progress": False,
-        "run_dir": str(spec.run_dir / "train"),
-        **{k: v for k, v in spec.options.items() if k != "pairs"},
-    }  # fmt: skip
-    return registry.make_config(spec.algo, **options)
+    return registry.make_config(
+        spec.algo,
+        **{
+            "model": b.model, "tokenizer": b.tokenizer, "task": spec.task, "seed": spec.seed,
+            "device": b.device, "batch_size": b.batch_size,
+            "max_prompt_tokens": b.max_prompt_tokens, "max_new_tokens": b.max_new_tokens,
+            "iterations": cap, "eval_every": 0, "save_every": b.save_every,
+            "report_to": "none", "progress": False, "run_dir": str(spec.run_dir / "train"),
+            **options,
+        },
+    )  # fmt: skip
 
 
 def train_offline(
@@ -194,7 +187,7 @@ def train_offline(
 ) -> Trained:
     """sft or dpo through its registered trainer, one optimizer step at a time until the token
     (``start_tokens`` plus ``tokens_of`` each item trained on) or time budget is spent."""
-    config = _offline_config(spec)
+    config = trainer_config(spec, {k: v for k, v in spec.options.items() if k != "pairs"})
     train_dir = Path(config.output_dir)
     trainer = registry.build_trainer(
         config, tokenizer=spec.tokenizer, resume=latest_checkpoint(train_dir) is not None, **data
