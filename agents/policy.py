@@ -317,6 +317,18 @@ def shared_prefix_length(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) ->
     return min(int(agree.cumprod(0).sum()), shortest - 1)
 
 
+def distinct_prompts(
+    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(ids (U, P), mask (U, P), inverse (B,))``: the U distinct prompts, and row b's index
+    among them, so that ``ids[inverse]`` gives back the batch."""
+    P = prompt_ids.shape[1]
+    distinct, inverse = torch.unique(
+        torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True
+    )
+    return distinct[:, :P], distinct[:, P:], inverse
+
+
 def prefill(
     policy: TransformerPolicy,
     prompt_ids: torch.Tensor,
@@ -334,10 +346,7 @@ def prefill(
     equals the plain left-padded prefill's (up to float summation order).
     """
     P = prompt_ids.shape[1]
-    distinct, inverse = torch.unique(
-        torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True
-    )
-    ids, mask = distinct[:, :P], distinct[:, P:]  # (U, P) each
+    ids, mask, inverse = distinct_prompts(prompt_ids, prompt_mask)  # (U, P), (U, P), (B,)
     L = shared_prefix_length(ids, mask) if len(ids) > 1 else 0
     if L < MIN_SHARED_PREFIX:
         out = policy.lm_forward(
@@ -501,23 +510,19 @@ def prompt_shared_forward(
     rest. Returns ``(logits (B, T-P+1, V), hidden (B, T-P+1, H) or None)``. When rows share a
     prompt (k completions per prompt), each distinct prompt is run once and its KV cache is
     indexed out to its rows, so the prompt costs 1/k of a plain forward. The outputs equal a
-    plain forward's (up to float summation order). For no-grad forwards (the reference): a
-    backward through the shared cache gave run-to-run float differences on CPU, which would
+    plain forward's (up to float summation order). Used without gradients (the reference):
+    a backward through the shared cache gave run-to-run float differences on CPU, which would
     break exact resume, so training keeps the plain forward.
     """
     B, T = input_ids.shape
     P = prompt_width
-    distinct, inverse = torch.unique(
-        torch.cat([input_ids[:, :P], attention_mask[:, :P]], 1), dim=0, return_inverse=True
-    )
-    if len(distinct) == B:  # nothing shared: one plain forward is cheaper
+    ids, mask, inverse = distinct_prompts(input_ids[:, :P], attention_mask[:, :P])
+    if len(ids) == B:  # nothing shared: one plain forward is cheaper
         logits, states, _ = policy.lm_forward(
             model, input_ids, attention_mask, keep=T - P + 1, hidden=hidden
         )
         return logits, states
-    head = policy.lm_forward(
-        model, distinct[:, :P], distinct[:, P:], keep=1, use_cache=T > P, hidden=hidden
-    )
+    head = policy.lm_forward(model, ids, mask, keep=1, use_cache=T > P, hidden=hidden)
     logits, states = head.logits[inverse], head.hidden  # (B, 1, V)
     states = states[inverse] if states is not None else None
     if T == P:
