@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The results grid of docs/results.md, one run at a time, in the order that covers every task
+# first and adds seeds and algorithms after. Resumable: `textgym bench` skips a run whose
+# result.json exists, so rerunning this script continues where it stopped.
+#
+#   nohup benchmarks/results_grid.sh > /work/grid/grid.log 2>&1 &
+#
+# Checkpoints and samples stay in GRID (outside git: samples.jsonl and report.md quote the
+# data sets); each finished run's small files (result.json, curve.csv, train/metrics.csv,
+# train/config.json) are copied to docs/results/<task>/ and committed at once, so an
+# interruption loses at most the run in progress.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GRID=${GRID:-/work/grid}
+TEXTGYM=${TEXTGYM:-.venv/bin/textgym}
+COMMIT=${COMMIT:-1}
+mkdir -p "$GRID"
+
+# Settings per task (one per task for every algorithm and seed: an equal token budget).
+declare -A LENGTHS=(
+  [sst2_sentiment]="--max-prompt-tokens 64 --max-new-tokens 24"
+  [dialogsum_rl]="--max-prompt-tokens 256 --max-new-tokens 48"
+  [taskmaster4_rlhf]="--max-prompt-tokens 256 --max-new-tokens 32"
+)
+BUDGET="--budget-tokens 12000 --eval-prompts 100 --batch-size 16"
+
+publish() {  # copy a task's small files into docs/results/<task> and commit them alone
+  local task=$1 dest=docs/results/$1
+  (cd "$GRID/$task" && find . \( -name result.json -o -name curve.csv -o -name metrics.csv \
+    -o -name config.json -o -name bench.json -o -name results.csv \) -not -path "*/checkpoints/*" \
+    -print0) | while IFS= read -r -d '' f; do
+    mkdir -p "$dest/$(dirname "$f")" && cp "$GRID/$task/$f" "$dest/$f"
+  done
+  [ "$COMMIT" = 1 ] || return 0
+  for _ in 1 2 3 4 5 6; do  # another commit may hold the index for a moment
+    if git add "$dest" && git commit -q -m "results: $2" -- "$dest"; then return 0; fi
+    sleep 10
+  done
+  echo "grid: could not commit $dest" >&2
+}
+
+run() {  # run TASK ALGO SEED
+  local task=$1 algo=$2 seed=$3
+  if [ -f "$GRID/$task/$algo/seed$seed/result.json" ]; then return 0; fi
+  echo "grid: $(date -u +%FT%TZ) $task $algo seed $seed (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+  # shellcheck disable=SC2086
+  "$TEXTGYM" bench --tasks "$task" --algos "$algo" --seeds "$seed," ${LENGTHS[$task]} $BUDGET \
+    --out "$GRID/$task" --no-report
+  publish "$task" "$task $algo seed $seed"
+}
+
+reward_model() {  # the Taskmaster-4 reward model, with its held-out AUC kept beside the runs
+  local out=runs/reward_models/taskmaster4
+  if [ -f "$GRID/taskmaster4_rm.done" ]; then return 0; fi
+  "$TEXTGYM" feedback train-rm --data taskmaster4 --epochs 2 --max-length 160 --out "$out"
+  mkdir -p docs/results/taskmaster4_rlhf
+  cp "$out/recipe_metrics.json" docs/results/taskmaster4_rlhf/reward_model.json
+  touch "$GRID/taskmaster4_rm.done"
+  publish taskmaster4_rlhf "taskmaster4 reward model (2 epochs, 160 tokens)"
+}
+
+run sst2_sentiment base 0
+run sst2_sentiment ppo 0
+run dialogsum_rl base 0
+run dialogsum_rl ppo 0
+reward_model
+run taskmaster4_rlhf base 0
+run taskmaster4_rlhf ppo 0
+for seed in 1 2; do run sst2_sentiment ppo $seed; done
+for algo in grpo rloo reinforce; do run sst2_sentiment $algo 0; done
+for task in dialogsum_rl taskmaster4_rlhf; do run $task grpo 0; done
+for seed in 1 2; do run dialogsum_rl ppo $seed; run taskmaster4_rlhf ppo $seed; done
+for algo in grpo rloo reinforce; do for seed in 1 2; do run sst2_sentiment $algo $seed; done; done
+for seed in 3 4; do run sst2_sentiment ppo $seed; done
+for algo in best-of-n sb3-ppo maskable-ppo; do run sst2_sentiment $algo 0; done
+for task in dialogsum_rl taskmaster4_rlhf; do
+  for algo in rloo reinforce; do run $task $algo 0; done
+done
+echo "grid: $(date -u +%FT%TZ) done"
