@@ -33,7 +33,8 @@ publish() {  # copy a task's small files into docs/results/<task> and commit the
   done
   [ "$COMMIT" = 1 ] || return 0
   for _ in 1 2 3 4 5 6; do  # another commit may hold the index for a moment
-    if git add "$dest" && git commit -q -m "results: $2" -- "$dest"; then return 0; fi
+    git add "$dest" && git diff --cached --quiet -- "$dest" && return 0
+    if git commit -q -m "results: $2" -- "$dest"; then return 0; fi
     sleep 10
   done
   echo "grid: could not commit $dest" >&2
@@ -41,7 +42,7 @@ publish() {  # copy a task's small files into docs/results/<task> and commit the
 
 run() {  # run TASK ALGO SEED
   local task=$1 algo=$2 seed=$3
-  if [ -f "$GRID/$task/$algo/seed$seed/result.json" ]; then return 0; fi
+  if [ -f "$GRID/$task/$task/$algo/seed$seed/result.json" ]; then return 0; fi
   echo "grid: $(date -u +%FT%TZ) $task $algo seed $seed (load: $(cut -d' ' -f1-3 /proc/loadavg))"
   # shellcheck disable=SC2086
   "$TEXTGYM" bench --tasks "$task" --algos "$algo" --seeds "$seed," ${LENGTHS[$task]} $BUDGET \
