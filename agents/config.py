@@ -132,7 +132,11 @@ class TrainConfig:
     device: str = "auto"
     """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
     mixed_precision: bool = True
-    """bf16 autocast on CUDA (weights stay float32); ignored on CPU."""
+    """bf16 autocast on CUDA (weights stay float32); on CPU only with ``cpu_bf16``."""
+    cpu_bf16: bool = False
+    """With ``mixed_precision``, bf16 autocast on CPU too: faster batched forwards and backwards
+    on CPUs with native bf16 matmuls (AVX512-BF16, AMX); log-probs then differ from float32 by
+    about 1e-2, so runs are not comparable bit for bit with float32 ones."""
     seed: int = 0
     """Seed of prompt sampling, token sampling and minibatch shuffling (0 to 2**32 - 1)."""
 
@@ -165,6 +169,11 @@ class TrainConfig:
             check_real(self, name, 0)
         check_real(self, "lora_dropout", 0, 1, open_high=True)
         parse_report_to(self.report_to)
+        if self.cpu_bf16 and not self.mixed_precision:
+            raise ValueError(
+                "cpu_bf16=True needs mixed_precision=True (it extends bf16 autocast to the CPU); "
+                "set mixed_precision=True or cpu_bf16=False"
+            )
         if not isinstance(self.project, str) or not self.project.strip():
             raise ValueError(f"project must be a non-empty name, got {self.project!r}")
         for name in ("split", "eval_split"):

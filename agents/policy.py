@@ -429,46 +429,47 @@ def rollout(
     components: dict[str, np.ndarray] = {}
     actions = np.full(B, env.pad_token_id, dtype=np.int64)  # ended rows' actions are ignored
 
+    # One autocast region for the whole decode: it casts each weight to bf16 once, not per step.
     with autocast:
         (logits, hidden, cache), columns_mask = prefill(
             policy, prompt_ids, prompt_mask, record_values
         )
-    attention = torch.ones(B, P + N, dtype=torch.long, device=device)  # (R, P+N), held rows
-    attention[:, :P] = columns_mask
-    next_position = prompt_mask.sum(-1, keepdim=True)  # (R, 1)
-    rows = np.arange(B)  # the env row of each of the R rows the model batch holds
-    for t in range(N):
-        step_logits = logits[:, -1]  # (R, V)
-        action = sample_tokens(step_logits, sampling, generator)  # (R,)
-        held = torch.as_tensor(rows, device=device)
-        tokens[held, t] = action
-        mask[held, t] = 1.0
-        logprobs[held, t] = token_logprobs(step_logits, action, sampling.scale)
-        if values is not None:
-            values[held, t] = policy.value_head(hidden[:, -1].float()).squeeze(-1)  # type: ignore[index]
-        actions[rows] = action.cpu().numpy()
-        _, reward, terminated, _, info = env.step(actions)
-        if terminated.any():
-            done = np.flatnonzero(terminated)
-            scores[done] = reward[done]
-            for i in done:
-                prompts[i] = info["prompt"][i]
-                completions[i] = info["completion"][i]
-                references[i] = list(info["references"][i])
-                reasons[i] = info["finish_reason"][i]
-            for name, value in info.get("reward_components", {}).items():
-                if not name.startswith("_"):  # "_name" keys are Gymnasium's row masks
-                    part = components.setdefault(name, np.zeros(B, dtype=np.float32))
-                    part[done] = value[done]
-        running = env.active[rows]  # (R,) bool
-        if not running.any():
-            break
-        if not running.all():  # drop the ended rows from the batch and the cache
-            keep = torch.as_tensor(np.flatnonzero(running), device=device)
-            rows = rows[running]
-            cache.batch_select_indices(keep)
-            action, attention, next_position = action[keep], attention[keep], next_position[keep]
-        with autocast:
+        attention = torch.ones(B, P + N, dtype=torch.long, device=device)  # (R, P+N), held rows
+        attention[:, :P] = columns_mask
+        next_position = prompt_mask.sum(-1, keepdim=True)  # (R, 1)
+        rows = np.arange(B)  # the env row of each of the R rows the model batch holds
+        for t in range(N):
+            step_logits = logits[:, -1]  # (R, V)
+            action = sample_tokens(step_logits, sampling, generator)  # (R,)
+            held = torch.as_tensor(rows, device=device)
+            tokens[held, t] = action
+            mask[held, t] = 1.0
+            logprobs[held, t] = token_logprobs(step_logits, action, sampling.scale)
+            if values is not None:
+                values[held, t] = policy.value_head(hidden[:, -1]).squeeze(-1).float()  # type: ignore[index]
+            actions[rows] = action.cpu().numpy()
+            _, reward, terminated, _, info = env.step(actions)
+            if terminated.any():
+                done = np.flatnonzero(terminated)
+                scores[done] = reward[done]
+                for i in done:
+                    prompts[i] = info["prompt"][i]
+                    completions[i] = info["completion"][i]
+                    references[i] = list(info["references"][i])
+                    reasons[i] = info["finish_reason"][i]
+                for name, value in info.get("reward_components", {}).items():
+                    if not name.startswith("_"):  # "_name" keys are Gymnasium's row masks
+                        part = components.setdefault(name, np.zeros(B, dtype=np.float32))
+                        part[done] = value[done]
+            running = env.active[rows]  # (R,) bool
+            if not running.any():
+                break
+            if not running.all():  # drop the ended rows from the batch and the cache
+                keep = torch.as_tensor(np.flatnonzero(running), device=device)
+                rows = rows[running]
+                cache.batch_select_indices(keep)
+                action, attention = action[keep], attention[keep]
+                next_position = next_position[keep]
             logits, hidden, cache = policy.lm_forward(
                 policy.model,
                 action[:, None],  # (R, 1)

@@ -122,7 +122,7 @@ def make_config(algo: str, **options: Any) -> TrainConfig:
     >>> make_config("sft", top_k=8)
     Traceback (most recent call last):
     ...
-    ValueError: unknown option(s) ['top_k'] for sft; valid options: model, tokenizer, task, reward, split, eval_split, chat_template, batch_size, max_prompt_tokens, max_new_tokens, iterations, learning_rate, lr_schedule, weight_decay, grad_accum_steps, max_grad_norm, kl_coef, init, lora_r, lora_alpha, lora_dropout, device, mixed_precision, seed, run_dir, eval_every, eval_samples, save_every, report_to, project, progress, data, packing, max_examples
+    ValueError: unknown option(s) ['top_k'] for sft; valid options: model, tokenizer, task, reward, split, eval_split, chat_template, batch_size, max_prompt_tokens, max_new_tokens, iterations, learning_rate, lr_schedule, weight_decay, grad_accum_steps, max_grad_norm, kl_coef, init, lora_r, lora_alpha, lora_dropout, device, mixed_precision, cpu_bf16, seed, run_dir, eval_every, eval_samples, save_every, report_to, project, progress, data, packing, max_examples
     """
     cls = entry(algo).config
     valid = [f.name for f in dataclasses.fields(cls)]

@@ -38,22 +38,42 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def amp_dtype(
+    device: torch.device, mixed_precision: bool, cpu_bf16: bool = False
+) -> torch.dtype | None:
+    """The autocast dtype of the trainer's forwards on ``device`` (None: float32 throughout).
+
+    >>> amp_dtype(torch.device("cpu"), True), amp_dtype(torch.device("cpu"), True, cpu_bf16=True)
+    (None, torch.bfloat16)
+    """
+    if not mixed_precision:
+        return None
+    return torch.bfloat16 if device.type == "cuda" or cpu_bf16 else None
+
+
 class Runtime:
     """Where the trainer's tensors live and how results are combined across processes.
 
     Args:
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         mixed_precision: bf16 autocast for forward passes on CUDA (weights and optimizer stay
-            float32); ignored on CPU, where bf16 matmuls are slower than float32.
+            float32).
+        cpu_bf16: with ``mixed_precision``, autocast on CPU as well. Off by default: it pays
+            only on CPUs with native bf16 matmuls, and it changes the log-probs.
 
     >>> rt = Runtime("cpu")
     >>> rt.sum(torch.tensor([1.0, 2.0])).tolist()  # identity with one process
     [1.0, 2.0]
     """
 
-    def __init__(self, device: str | torch.device = "auto", mixed_precision: bool = True) -> None:
+    def __init__(
+        self,
+        device: str | torch.device = "auto",
+        mixed_precision: bool = True,
+        cpu_bf16: bool = False,
+    ) -> None:
         self.device = resolve_device(device)
-        self.amp_dtype = torch.bfloat16 if mixed_precision and self.device.type == "cuda" else None
+        self.amp_dtype = amp_dtype(self.device, mixed_precision, cpu_bf16)
         self.num_processes = 1
         self.process_index = 0
 
@@ -127,12 +147,17 @@ class DistributedRuntime(Runtime):
     (or no GPU) the processes run on the CPU and talk over gloo.
     """
 
-    def __init__(self, device: str | torch.device = "auto", mixed_precision: bool = True) -> None:
+    def __init__(
+        self,
+        device: str | torch.device = "auto",
+        mixed_precision: bool = True,
+        cpu_bf16: bool = False,
+    ) -> None:
         from accelerate import Accelerator
 
         self.accelerator = Accelerator(cpu=resolve_device(device).type == "cpu")
         self.device = self.accelerator.device
-        self.amp_dtype = torch.bfloat16 if mixed_precision and self.device.type == "cuda" else None
+        self.amp_dtype = amp_dtype(self.device, mixed_precision, cpu_bf16)
         self.num_processes = self.accelerator.num_processes
         self.process_index = self.accelerator.process_index
 
@@ -164,15 +189,17 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def make_runtime(device: str | torch.device = "auto", mixed_precision: bool = True) -> Runtime:
+def make_runtime(
+    device: str | torch.device = "auto", mixed_precision: bool = True, cpu_bf16: bool = False
+) -> Runtime:
     """A :class:`DistributedRuntime` under a multi-process launch, else a :class:`Runtime`.
 
     >>> make_runtime("cpu").num_processes
     1
     """
     if launched_processes() > 1:
-        return DistributedRuntime(device, mixed_precision)
-    return Runtime(device, mixed_precision)
+        return DistributedRuntime(device, mixed_precision, cpu_bf16)
+    return Runtime(device, mixed_precision, cpu_bf16)
 
 
 def masked_mean(

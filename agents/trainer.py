@@ -102,7 +102,7 @@ class BaseTrainer(abc.ABC):
             )
         self.config = config
         self.algorithm = entry.algorithm(config)
-        self.runtime = make_runtime(config.device, config.mixed_precision)
+        self.runtime = make_runtime(config.device, config.mixed_precision, config.cpu_bf16)
         self.run_dir = Path(config.output_dir)
         if tokenizer is None:
             name = config.tokenizer or (SMOLLM2_ALIAS if config.model == "tiny" else config.model)

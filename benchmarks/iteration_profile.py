@@ -14,11 +14,11 @@ It prints completion tokens/s and the fraction of the compute limit reached: abo
 2 x params x tokens FLOPs for the rollout and the reference and 6 x params x tokens for the
 update (tokens = prompt + completion tokens of every sequence; attention not counted, so a
 lower bound), against the matmul FLOP/s measured on the device in the dtype the trainer's
-matmuls run in (bf16 autocast on CUDA, float32 on CPU). On CUDA it also prints the peak memory. ``--lora R`` trains LoRA adapters of rank R instead of all weights.
+matmuls run in (bf16 autocast on CUDA, float32 on CPU). On CUDA it also prints the peak memory. ``--lora R`` trains LoRA adapters of rank R instead of all weights; ``--cpu-bf16`` runs the trainer with bf16 autocast on CPU (``cpu_bf16``), against the bf16 matmul limit.
 
     python benchmarks/iteration_profile.py [--algos grpo,ppo] [--model smollm2-135m]
         [--batch 16] [--group 4] [--new-tokens 32] [--steps 2] [--lora 0]
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--cpu-bf16]
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def profile(algo: str, args: argparse.Namespace) -> dict[str, float]:
             max_new_tokens=args.new_tokens, iterations=args.steps + 1,
             learning_rate=LEARNING_RATE, kl_coef=KL_COEF, num_epochs=1, num_minibatches=1,
             eval_every=0, save_every=0, progress=False, report_to="none", run_dir=run_dir,
-            device=args.device, lora_r=args.lora, **group,
+            device=args.device, lora_r=args.lora, cpu_bf16=args.cpu_bf16, **group,
         )  # fmt: skip
         trainer = Trainer(config, reward=reward)
         trainer.step()  # warm-up
@@ -131,11 +131,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed iterations per algorithm")
     parser.add_argument("--lora", type=int, default=0, help="LoRA rank (0 = full fine-tuning)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on CPU too")
     args = parser.parse_args()
     tokenizer = load_tokenizer()
     model = tiny_model(tokenizer) if args.model == "tiny" else load_model(args.model)
     params = n_params(model)
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32  # the trainer's autocast
+    dtype = torch.bfloat16 if args.device == "cuda" or args.cpu_bf16 else torch.float32  # autocast
     peak = matmul_flops(args.device, dtype)
     print(
         f"model={args.model} ({params / 1e6:.0f}M params) device={args.device} matmuls={str(dtype)[6:]} "
