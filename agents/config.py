@@ -136,7 +136,7 @@ class TrainConfig:
     cpu_bf16: bool = False
     """With ``mixed_precision``, bf16 autocast on CPU too: faster batched forwards and backwards
     on CPUs with native bf16 matmuls (AVX512-BF16, AMX); log-probs then differ from float32 by
-    about 1e-2, so runs are not comparable bit for bit with float32 ones."""
+    up to about 0.1 nats, so runs are not comparable bit for bit with float32 ones."""
     seed: int = 0
     """Seed of prompt sampling, token sampling and minibatch shuffling (0 to 2**32 - 1)."""
 
