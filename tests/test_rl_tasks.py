@@ -191,7 +191,18 @@ def test_train_rm_data_trains_saves_where_the_rewards_look(
     assert list(parts) == ["sst2_sentiment"]
     whole = LearnedReward(reward_model_dir("sst2"), output="prob", device="cpu")
     sentences = [f"{s.meta['opening']} {s.references[0]}" for s in samples]
-    np.testing.assert_allclose(total, whole([""] * 3, sentences, None), rtol=1e-5)
+    ramp = np.minimum(1.0, np.array([len(c.split()) for c in completions]) / 5)
+    np.testing.assert_allclose(total, whole([""] * 3, sentences, None) * ramp, rtol=1e-5)
+    # Stopping at once is worth nothing, whatever the opening alone would score.
+    opening = meta["opening"][0]
+    continuations = ["", "great", "a great , great film"]  # 0, 1 and 5 words
+    short = reward(prompts[:1] * 3, continuations, None, opening=[opening] * 3)
+    plain = whole([""] * 2, [f"{opening} great", f"{opening} a great , great film"], None)
+    np.testing.assert_allclose(short, [0.0, plain[0] / 5, plain[1]], rtol=1e-5)
+    unscaled = SentimentReward(reward_model_dir("sst2"), min_words=0, device="cpu")
+    assert unscaled(prompts[:1], [""], None, opening=[opening])[0] == pytest.approx(
+        float(whole([""], [opening], None)[0]), rel=1e-5
+    )
     # Through the env: the task's default reward receives the opening in the batched meta.
     from textgym.env import TextGenEnv
     from textgym.models import shared_tokenizer
@@ -212,6 +223,10 @@ def test_train_rm_data_trains_saves_where_the_rewards_look(
     assert positive(prompts, completions, None, **meta).tolist() == (total > 0.5).tolist()
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\) or None, got 1.5"):
         SentimentReward(reward_model_dir("sst2"), threshold=1.5)
+    with pytest.raises(
+        ValueError, match=r"min_words must be an int >= 0 \(0: no scaling\), got -1"
+    ):
+        SentimentReward(reward_model_dir("sst2"), min_words=-1)
 
 
 def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monkeypatch):
@@ -226,8 +241,13 @@ def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monk
     with pytest.raises(FileNotFoundError, match=r"textgym feedback train-rm --data taskmaster4"):
         make_reward("taskmaster4_rm")
     reward = make_reward("taskmaster4_rm", path=out, device="cpu")
-    values = reward(["user: A mocha."] * 2, ["One mocha.", "No."], None)
-    assert values.shape == (2,) and np.all((values > 0) & (values < 1))
+    values = reward(["user: A mocha."] * 3, ["One mocha.", "No.", " "], None)
+    assert values.shape == (3,) and np.all((values[:2] > 0) & (values[:2] < 1))
+    assert values[2] == 0.0  # an empty reply is never a good turn
+    whole = LearnedReward(out, output="prob", device="cpu")
+    np.testing.assert_allclose(
+        values[:2], whole(["user: A mocha."] * 2, ["One mocha.", "No."], None)
+    )
     assert reward.name == "taskmaster4_rm"
 
 

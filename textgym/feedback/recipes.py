@@ -273,13 +273,17 @@ class SentimentReward(LearnedReward):
     The sentence is scored whole, as SST-2 labels whole sentences: "this movie is not" +
     " good at all" is negative although the continuation alone reads positive. The opening
     comes from ``meta["opening"]`` (the ``sst2_sentiment`` task sets it); without it the
-    completion alone is scored. A completion counts as positive when P(positive) is above 0.5:
-    ``"sst2_positive"`` (``threshold=0.5``) returns that 0/1 decision, so its mean over an
-    evaluation is the positive rate.
+    completion alone is scored. The probability is scaled by :func:`word_ramp`: a continuation
+    of fewer than ``min_words`` words gets that share of it, and an empty one 0, because the
+    opening alone often reads positive and a policy would otherwise learn to stop at once (PPO
+    did: greedy completions of 1.5 tokens). A completion counts as positive when the scaled
+    probability is above 0.5: ``"sst2_positive"`` (``threshold=0.5``) returns that 0/1
+    decision, so its mean over an evaluation is the positive rate.
 
     Args:
         path: the model folder; default :func:`reward_model_dir` ``("sst2")``.
         threshold: None for the probability, else 1.0 above it and 0.0 otherwise.
+        min_words: words a continuation needs for the full probability (0: no scaling).
         device: torch device; default CUDA when available.
         batch_size: texts per forward pass.
     """
@@ -291,15 +295,18 @@ class SentimentReward(LearnedReward):
         path: str | os.PathLike[str] | None = None,
         *,
         threshold: float | None = None,
+        min_words: int = 5,
         device: str | None = None,
         batch_size: int = 64,
     ) -> None:
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1) or None, got {threshold!r}")
+        check_min_words(min_words)
         super().__init__(
             _recipe_model("sst2", path), output="prob", device=device, batch_size=batch_size
         )
         self.threshold = threshold
+        self.min_words = min_words
         if threshold is not None:
             self.name = "sst2_positive"
 
@@ -315,25 +322,68 @@ class SentimentReward(LearnedReward):
             f"{o or ''} {c.strip()}".strip() for o, c in zip(openings, completions, strict=True)
         ]
         prob = super().__call__([""] * len(texts), texts, references)
+        prob = prob * word_ramp(completions, self.min_words)
         if self.threshold is None:
             return prob
         return (prob > self.threshold).astype(np.float32)
 
 
-def taskmaster4_reward(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    device: str | None = None,
-    batch_size: int = 64,
-) -> LearnedReward:
-    """P(a person labels the reply good), from the ``taskmaster4`` recipe's reward model."""
-    reward = LearnedReward(
-        _recipe_model("taskmaster4", path), output="prob", device=device, batch_size=batch_size
-    )
-    reward.name = "taskmaster4_rm"
-    return reward
+class Taskmaster4Reward(LearnedReward):
+    """P(a person labels the reply good), from the ``taskmaster4`` recipe's reward model,
+    scaled by :func:`word_ramp` (by default only an empty reply scores 0: it is never a good
+    turn, whatever the model says of it).
+
+    Args:
+        path: the model folder; default :func:`reward_model_dir` ``("taskmaster4")``.
+        min_words: words a reply needs for the full probability (0: no scaling).
+        device: torch device; default CUDA when available.
+        batch_size: texts per forward pass.
+    """
+
+    name = "taskmaster4_rm"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        min_words: int = 1,
+        device: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        check_min_words(min_words)
+        super().__init__(
+            _recipe_model("taskmaster4", path), output="prob", device=device, batch_size=batch_size
+        )
+        self.min_words = min_words
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> np.ndarray:
+        prob = super().__call__(prompts, completions, references)
+        return prob * word_ramp(completions, self.min_words)
+
+
+def check_min_words(min_words: int) -> None:
+    if not isinstance(min_words, int) or isinstance(min_words, bool) or min_words < 0:
+        raise ValueError(f"min_words must be an int >= 0 (0: no scaling), got {min_words!r}")
+
+
+def word_ramp(completions: list[str], min_words: int) -> np.ndarray:
+    """``min(1, words / min_words)`` per completion (all 1 when ``min_words`` is 0).
+
+    >>> word_ramp(["", "good", "a fine film, really"], 4).tolist()
+    [0.0, 0.25, 1.0]
+    """
+    if min_words == 0:
+        return np.ones(len(completions), dtype=np.float32)
+    words = np.array([len(c.split()) for c in completions], dtype=np.float32)
+    return np.minimum(1.0, words / min_words)
 
 
 register_reward("sst2_sentiment", SentimentReward)
 register_reward("sst2_positive", lambda **kw: SentimentReward(**{"threshold": 0.5, **kw}))
-register_reward("taskmaster4_rm", taskmaster4_reward)
+register_reward("taskmaster4_rm", Taskmaster4Reward)
