@@ -66,15 +66,16 @@ reward_model() {  # the Taskmaster-4 reward model, with its held-out AUC kept be
 }
 
 run sst2_sentiment base 0
-run sst2_sentiment ppo 0
 run dialogsum_rl base 0
 run dialogsum_rl ppo 0
+run sst2_sentiment ppo 0
 reward_model
 run taskmaster4_rlhf base 0
 run taskmaster4_rlhf ppo 0
 for seed in 1 2; do run sst2_sentiment ppo $seed; done
-for algo in grpo rloo reinforce; do run sst2_sentiment $algo 0; done
+run sst2_sentiment grpo 0
 for task in dialogsum_rl taskmaster4_rlhf; do run $task grpo 0; done
+for algo in rloo reinforce; do run sst2_sentiment $algo 0; done
 for seed in 1 2; do run dialogsum_rl ppo $seed; run taskmaster4_rlhf ppo $seed; done
 for algo in grpo rloo reinforce; do for seed in 1 2; do run sst2_sentiment $algo $seed; done; done
 for seed in 3 4; do run sst2_sentiment ppo $seed; done
