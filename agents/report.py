@@ -11,8 +11,10 @@ Every number in a table is a statistic over seeds of the ``results.csv`` column 
 name: the mean with its 95% percentile-bootstrap confidence interval, and for the reward also
 the interquartile mean (:mod:`agents.stats`). The reward's interval is stratified over seeds
 and prompts (:func:`~agents.stats.stratified_bootstrap_ci`) when the runs recorded per-prompt
-scores. A second table per task gives the probability of improvement P(row > column) of every
-algorithm over every other, the base model included. A partial grid is reported as it stands;
+scores. A second table per task gives each algorithm's difference from the base model on the
+same prompts (reward, sampled reward, ROUGE-L) with stratified intervals, and a third the
+probability of improvement P(row > column) of every algorithm over every other, the base
+model included. A partial grid is reported as it stands;
 the ``seeds`` column says how many runs each cell rests on. Since ``result.json`` holds the
 metrics, per-prompt scores and learning curve, committed ``result.json`` files are enough to
 regenerate every table.
@@ -144,6 +146,49 @@ def task_table(
                 continue
             values = [float(r[f"eval/{m}"]) for r in runs if r.get(f"eval/{m}", "") != ""]
             line.append(cell(values) if values else "")
+        lines.append("| " + " | ".join(line) + " |")
+    return "\n".join(lines)
+
+
+PAIRED_METRICS = (("reward", "per_prompt", "reward"),
+                  ("sampled reward", "per_prompt_sampled", "reward"),
+                  ("rouge_l", "per_prompt", "rouge_l"))  # fmt: skip
+"""Columns of the table against the base model: (title, result.json key, per-prompt metric)."""
+
+
+def base_difference_table(paired: dict[str, PerPrompt], base: str = "base") -> str:
+    """Markdown table of each algorithm's difference from ``base`` on the same held-out
+    prompts: per column, the mean of (algorithm's score - base's score) over seeds and prompts,
+    with its 95% bootstrap interval stratified over seeds and prompts. The base's score of a
+    prompt is its mean over the base's seeds. An interval that excludes 0 is a difference
+    from the base model that the held-out prompts and the seeds support.
+
+    ``paired`` maps a column title to per-algorithm, per-seed lists of per-prompt scores.
+    Empty when ``base`` has no per-prompt scores.
+
+    >>> paired = {"reward": {"base": [[0.2, 0.4]], "ppo": [[0.5, 0.5], [0.7, 0.5]]}}
+    >>> print(base_difference_table(paired))
+    | algo - base | seeds | reward (95% CI) |
+    |---|---|---|
+    | ppo | 2 | 0.250 [0.100, 0.400] |
+    """
+    columns = {t: per for t, per in paired.items() if per.get(base)}
+    algos = [a for per in columns.values() for a in per if a != base]
+    algos = list(dict.fromkeys(algos))
+    if not columns or not algos:
+        return ""
+    lines = ["| algo - base | seeds | " + " | ".join(f"{t} (95% CI)" for t in columns) + " |",
+             "|" + "---|" * (len(columns) + 2)]  # fmt: skip
+    for algo in algos:
+        seeds = max(len(per.get(algo, [])) for per in columns.values())
+        line = [algo, str(seeds)]
+        for per in columns.values():
+            base_scores = np.mean(per[base], axis=0)  # (P,)
+            runs = per.get(algo, [])
+            if not runs or any(len(r) != len(base_scores) for r in runs):
+                line.append("")
+                continue
+            line.append(stratified_cell(np.asarray(runs) - base_scores))  # (S, P)
         lines.append("| " + " | ".join(line) + " |")
     return "\n".join(lines)
 
@@ -369,21 +414,23 @@ def write_report(run_dir: str | Path) -> Path:
     ]
     for task, task_rows in by_task.items():
         curves: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
-        per_prompt: PerPrompt = defaultdict(list)
-        per_prompt_sampled: PerPrompt = defaultdict(list)
+        paired: dict[str, PerPrompt] = {title: defaultdict(list) for title, *_ in PAIRED_METRICS}
         samples: dict[str, list[dict[str, Any]]] = {}
         for row in sorted(task_rows, key=lambda r: int(r["seed"])):
             run = run_dir / task / row["algo"] / f"seed{row['seed']}"
             record, curve = _run_files(run)
             curves[row["algo"]].append(curve)
-            for key, table in (("per_prompt", per_prompt),
-                               ("per_prompt_sampled", per_prompt_sampled)):  # fmt: skip
-                if "reward" in record.get(key, {}):
-                    table[row["algo"]].append(record[key]["reward"])
+            for title, key, metric in PAIRED_METRICS:
+                if metric in record.get(key, {}):
+                    paired[title][row["algo"]].append(record[key][metric])
             if row["algo"] not in samples and (run / "samples.jsonl").is_file():
                 lines = (run / "samples.jsonl").read_text().splitlines()  # the lowest seed's
                 samples[row["algo"]] = [json.loads(line) for line in lines]
-        parts += [f"## {task}", "", task_table(task_rows, per_prompt, per_prompt_sampled), ""]
+        summary = task_table(task_rows, paired["reward"], paired["sampled reward"])
+        parts += [f"## {task}", "", summary, ""]
+        differences = base_difference_table(paired)
+        if differences:
+            parts += ["Against the base model, on the same prompts:", "", differences, ""]
         if len({r["algo"] for r in task_rows}) > 1:
             parts += ["Probability of improvement:", "", improvement_table(task_rows), ""]
             if any(r.get("eval_sampled/reward", "") != "" for r in task_rows):

@@ -471,6 +471,13 @@ def test_report_tables_from_result_files_stratified_and_probability_of_improveme
         assert (
             cells[columns.index("reward (95% CI)")] == f"{table.mean():.3f} [{low:.3f}, {high:.3f}]"
         )
+    # Against the base model: ppo's per-prompt scores minus base's mean over seeds, per prompt.
+    against = report[report.index("Against the base model, on the same prompts:") + 2 :]
+    assert against[0] == "| algo - base | seeds | reward (95% CI) |"
+    difference = scores["ppo"] - scores["base"].mean(axis=0)  # (seeds, prompts)
+    low, high = stratified_bootstrap_ci(difference)
+    assert against[2] == f"| ppo | 3 | {difference.mean():.3f} [{low:.3f}, {high:.3f}] |"
+    assert low > 0
     # ppo beats base in every seed pairing: P(ppo > base) = 1 with interval [1, 1].
     poi = report[report.index("Probability of improvement:") + 2 :]
     assert poi[0] == "| P(row > column) | base | ppo |"
