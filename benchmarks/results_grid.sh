@@ -69,6 +69,7 @@ run sst2_sentiment base 0
 run dialogsum_rl base 0
 run dialogsum_rl ppo 0
 run sst2_sentiment ppo 0
+run sst2_sentiment best-of-n 0
 reward_model
 run taskmaster4_rlhf base 0
 run taskmaster4_rlhf ppo 0
@@ -79,7 +80,7 @@ for algo in rloo reinforce; do run sst2_sentiment $algo 0; done
 for seed in 1 2; do run dialogsum_rl ppo $seed; run taskmaster4_rlhf ppo $seed; done
 for algo in grpo rloo reinforce; do for seed in 1 2; do run sst2_sentiment $algo $seed; done; done
 for seed in 3 4; do run sst2_sentiment ppo $seed; done
-for algo in best-of-n sb3-ppo maskable-ppo; do run sst2_sentiment $algo 0; done
+for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo 0; done
 for task in dialogsum_rl taskmaster4_rlhf; do
   for algo in rloo reinforce; do run $task $algo 0; done
 done
