@@ -45,7 +45,10 @@ publish() {  # copy a task's small files into docs/results/<task> and commit the
 
 run() {  # run TASK ALGO SEED
   local task=$1 algo=$2 seed=$3
-  if [ -f "$GRID/$task/$task/$algo/seed$seed/result.json" ]; then return 0; fi
+  if [ -f "$GRID/$task/$task/$algo/seed$seed/result.json" ]; then  # finished: published too?
+    [ -f "docs/results/$task/$task/$algo/seed$seed/result.json" ] || publish "$task" "$task $algo seed $seed"
+    return 0
+  fi
   echo "grid: $(date -u +%FT%TZ) $task $algo seed $seed (load: $(cut -d' ' -f1-3 /proc/loadavg))"
   local precision=()
   if [[ " $ON_POLICY " == *" $algo "* ]]; then precision=(--set "$algo.cpu_bf16=true"); fi
