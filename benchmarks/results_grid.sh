@@ -29,6 +29,7 @@ ON_POLICY="ppo rloo grpo reinforce"
 
 publish() {  # copy a task's small files into docs/results/<task> and commit them alone
   local task=$1 dest=docs/results/$1
+  mkdir -p "$GRID/$task" "$dest"
   (cd "$GRID/$task" && find . \( -name result.json -o -name curve.csv -o -name metrics.csv \
     -o -name config.json -o -name bench.json -o -name results.csv \) -not -path "*/checkpoints/*" \
     -print0) | while IFS= read -r -d '' f; do
