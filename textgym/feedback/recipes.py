@@ -267,7 +267,33 @@ def _recipe_model(name: str, path: str | os.PathLike[str] | None) -> Path:
     return folder
 
 
-class SentimentReward(LearnedReward):
+class RecipeReward(LearnedReward):
+    """P(the positive label) from a recipe's reward model, scaled by :func:`word_ramp` of the
+    completions. Subclasses name their ``recipe`` and say what text the model reads."""
+
+    recipe = ""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        min_words: int,
+        device: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        check_min_words(min_words)
+        super().__init__(
+            _recipe_model(self.recipe, path), output="prob", device=device, batch_size=batch_size
+        )
+        self.min_words = min_words
+
+    def scaled(self, prompts: list[str], texts: list[str], completions: list[str]) -> np.ndarray:
+        """The model's probability for (prompt, text) pairs, times the completions' ramp."""
+        prob = LearnedReward.__call__(self, prompts, texts, None)
+        return prob * word_ramp(completions, self.min_words)
+
+
+class SentimentReward(RecipeReward):
     """P(positive) of the opening words plus the completion, from the ``sst2`` reward model.
 
     The sentence is scored whole, as SST-2 labels whole sentences: "this movie is not" +
@@ -289,6 +315,7 @@ class SentimentReward(LearnedReward):
     """
 
     name = "sst2_sentiment"
+    recipe = "sst2"
 
     def __init__(
         self,
@@ -301,12 +328,8 @@ class SentimentReward(LearnedReward):
     ) -> None:
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1) or None, got {threshold!r}")
-        check_min_words(min_words)
-        super().__init__(
-            _recipe_model("sst2", path), output="prob", device=device, batch_size=batch_size
-        )
+        super().__init__(path, min_words=min_words, device=device, batch_size=batch_size)
         self.threshold = threshold
-        self.min_words = min_words
         if threshold is not None:
             self.name = "sst2_positive"
 
@@ -321,14 +344,13 @@ class SentimentReward(LearnedReward):
         texts = [
             f"{o or ''} {c.strip()}".strip() for o, c in zip(openings, completions, strict=True)
         ]
-        prob = super().__call__([""] * len(texts), texts, references)
-        prob = prob * word_ramp(completions, self.min_words)
+        prob = self.scaled([""] * len(texts), texts, completions)
         if self.threshold is None:
             return prob
         return (prob > self.threshold).astype(np.float32)
 
 
-class Taskmaster4Reward(LearnedReward):
+class Taskmaster4Reward(RecipeReward):
     """P(a person labels the reply good), from the ``taskmaster4`` recipe's reward model,
     scaled by :func:`word_ramp` (by default only an empty reply scores 0: it is never a good
     turn, whatever the model says of it).
@@ -341,6 +363,7 @@ class Taskmaster4Reward(LearnedReward):
     """
 
     name = "taskmaster4_rm"
+    recipe = "taskmaster4"
 
     def __init__(
         self,
@@ -350,11 +373,7 @@ class Taskmaster4Reward(LearnedReward):
         device: str | None = None,
         batch_size: int = 64,
     ) -> None:
-        check_min_words(min_words)
-        super().__init__(
-            _recipe_model("taskmaster4", path), output="prob", device=device, batch_size=batch_size
-        )
-        self.min_words = min_words
+        super().__init__(path, min_words=min_words, device=device, batch_size=batch_size)
 
     def __call__(
         self,
@@ -363,8 +382,7 @@ class Taskmaster4Reward(LearnedReward):
         references: list[list[str]] | None,
         **meta: Any,
     ) -> np.ndarray:
-        prob = super().__call__(prompts, completions, references)
-        return prob * word_ramp(completions, self.min_words)
+        return self.scaled(prompts, completions, completions)
 
 
 def check_min_words(min_words: int) -> None:
