@@ -268,8 +268,9 @@ def _recipe_model(name: str, path: str | os.PathLike[str] | None) -> Path:
 
 
 class RecipeReward(LearnedReward):
-    """P(the positive label) from a recipe's reward model, scaled by :func:`word_ramp` of the
-    completions. Subclasses name their ``recipe`` and say what text the model reads."""
+    """P(the positive label) from a recipe's reward model for (prompt, completion), scaled by
+    :func:`word_ramp` of the completions. Subclasses name their ``recipe``; one whose model
+    reads another text overrides ``__call__`` and uses :meth:`scaled`."""
 
     recipe = ""
 
@@ -277,7 +278,7 @@ class RecipeReward(LearnedReward):
         self,
         path: str | os.PathLike[str] | None = None,
         *,
-        min_words: int,
+        min_words: int = 1,
         device: str | None = None,
         batch_size: int = 64,
     ) -> None:
@@ -291,6 +292,15 @@ class RecipeReward(LearnedReward):
         """The model's probability for (prompt, text) pairs, times the completions' ramp."""
         prob = LearnedReward.__call__(self, prompts, texts, None)
         return prob * word_ramp(completions, self.min_words)
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> np.ndarray:
+        return self.scaled(prompts, completions, completions)
 
 
 class SentimentReward(RecipeReward):
@@ -364,25 +374,6 @@ class Taskmaster4Reward(RecipeReward):
 
     name = "taskmaster4_rm"
     recipe = "taskmaster4"
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        min_words: int = 1,
-        device: str | None = None,
-        batch_size: int = 64,
-    ) -> None:
-        super().__init__(path, min_words=min_words, device=device, batch_size=batch_size)
-
-    def __call__(
-        self,
-        prompts: list[str],
-        completions: list[str],
-        references: list[list[str]] | None,
-        **meta: Any,
-    ) -> np.ndarray:
-        return self.scaled(prompts, completions, completions)
 
 
 def check_min_words(min_words: int) -> None:
