@@ -173,6 +173,7 @@ def base_difference_table(paired: dict[str, PerPrompt], base: str = "base") -> s
     | ppo | 2 | 0.250 [0.100, 0.400] |
     """
     columns = {t: per for t, per in paired.items() if per.get(base)}
+    base_scores = {t: np.mean(per[base], axis=0) for t, per in columns.items()}  # (P,) each
     algos = [a for per in columns.values() for a in per if a != base]
     algos = list(dict.fromkeys(algos))
     if not columns or not algos:
@@ -182,13 +183,12 @@ def base_difference_table(paired: dict[str, PerPrompt], base: str = "base") -> s
     for algo in algos:
         seeds = max(len(per.get(algo, [])) for per in columns.values())
         line = [algo, str(seeds)]
-        for per in columns.values():
-            base_scores = np.mean(per[base], axis=0)  # (P,)
+        for title, per in columns.items():
             runs = per.get(algo, [])
-            if not runs or any(len(r) != len(base_scores) for r in runs):
+            if not runs or any(len(r) != len(base_scores[title]) for r in runs):
                 line.append("")
                 continue
-            line.append(stratified_cell(np.asarray(runs) - base_scores))  # (S, P)
+            line.append(stratified_cell(np.asarray(runs) - base_scores[title]))  # (S, P)
         lines.append("| " + " | ".join(line) + " |")
     return "\n".join(lines)
 
