@@ -25,7 +25,8 @@ from textgym.feedback.recipes import (
 )
 from textgym.feedback.reward_model import LearnedReward
 from textgym.rewards import list_rewards, make_reward, score
-from textgym.rewards.summary import ReferenceLength, rouge_minilm
+from textgym.rewards.metrics import SourceNovelty
+from textgym.rewards.summary import NoveltyGate, ReferenceLength, rouge_minilm
 from textgym.tasks import DataFormatError, list_tasks, make_task, prompt_text
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -60,7 +61,7 @@ TINY = ["--max-length", "48", "--epochs", "1", "--batch-size", "8", "--device", 
 def test_the_three_tasks_and_their_rewards_are_registered():
     assert {"sst2_sentiment", "taskmaster4_rlhf", "dialogsum_rl"} <= set(list_tasks())
     names = {"sst2_sentiment", "sst2_positive", "taskmaster4_rm", "rouge_minilm"}
-    assert names | {"reference_length"} <= set(list_rewards())
+    assert names | {"reference_length", "novelty"} <= set(list_rewards())
     assert set(RECIPES) == {"sst2", "taskmaster4"}
 
 
@@ -276,11 +277,11 @@ def test_reference_length_and_rouge_minilm():
     )
     reward = make_reward("rouge_minilm", device="cpu")
     total, parts = score(reward, ["p"] * 3, completions, refs)
-    assert list(parts) == ["rouge_l", "semantic_similarity", "reference_length"]
+    assert list(parts) == ["rouge_l", "semantic_similarity", "reference_length", "novelty"]
     assert total[0] == pytest.approx(1.75, abs=1e-4)  # every term is 1 for the reference itself
     assert total[2] == 0.0  # an empty summary earns nothing
     assert 0 < total[1] < total[0]
-    assert repr(rouge_minilm(semantic_similarity=0, reference_length=0.5)) == (
+    assert repr(rouge_minilm(semantic_similarity=0, reference_length=0.5, min_novelty=0)) == (
         "WeightedSum(rouge_l*1, reference_length*0.5)"
     )
     with pytest.raises(ValueError, match="every weight is 0"):
@@ -289,6 +290,45 @@ def test_reference_length_and_rouge_minilm():
         rouge_minilm(rouge_l=-1)
     with pytest.raises(ValueError, match="needs one list of references per completion"):
         ReferenceLength()(["p"], ["x"], None)
+
+
+DIALOGUE = (
+    "user: Summarize the following dialogue in one sentence.\n\n"
+    "#Person1#: Happy birthday, Aims!\n#Person2#: Thank you, Lisa.\n"
+    "#Person1#: Here is a present for you. I hope you like it.\n"
+    "#Person2#: Oh, great! I love it! You know I've been expecting this for a long time."
+)
+
+
+def test_rouge_minilm_scores_a_copy_of_the_dialogue_below_a_summary():
+    # The first GRPO run on DialogSum won the ungated reward by copying the dialogue.
+    summary = "Lisa gives Aims a birthday present and Aims loves it."
+    copy = "#Person1#: Happy birthday, Aims!\n#Person2#: Thank you, Lisa.\n#Person1#: Here is"
+    other = "Person2 wants to book a flight to Paris."  # a fluent summary of the wrong dialogue
+    refs = [[summary]] * 3
+    candidates = ["Lisa gives Aims a present for her birthday.", copy, other]
+    ungated = rouge_minilm(min_novelty=0, device="cpu")([DIALOGUE] * 3, candidates, refs)
+    assert ungated[1] > ungated[2]  # without the gate, the copy beats an unrelated summary
+    total, parts = score(rouge_minilm(device="cpu"), [DIALOGUE] * 3, candidates, refs)
+    assert parts["novelty"][1] == 0.0 and parts["novelty"][0] > 0.5
+    assert total[1] == 0.0 < total[2] < total[0]
+    assert total[0] == pytest.approx(ungated[0])  # a real summary keeps its whole reward
+
+
+def test_source_novelty_and_the_gate_check_their_inputs():
+    novelty = make_reward("novelty")
+    assert isinstance(novelty, SourceNovelty) and novelty.n == 3
+    half = "the cat sat on a red mat"  # 5 trigrams: 2 in the prompt, 3 new
+    assert novelty(["the cat sat on the mat"], [half], None).tolist() == pytest.approx([0.6])
+    one = lambda p, c, r, **m: np.ones(len(c))  # noqa: E731
+    gate = NoveltyGate(one, min_novelty=0.8)  # novelty 0.6 of the 0.8 that earns it all
+    assert gate(["the cat sat on"], [half], None).tolist() == pytest.approx([0.75])
+    with pytest.raises(ValueError, match=r"min_novelty must be in \(0, 1\], got 1.5"):
+        NoveltyGate(one, min_novelty=1.5)
+    with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
+        SourceNovelty(n=0)
+    with pytest.raises(ValueError, match="got 1 prompts for 2 completions"):
+        novelty(["p"], ["a", "b"], None)
 
 
 # ----------------------------------------------------------------------------- real data

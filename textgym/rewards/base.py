@@ -156,6 +156,7 @@ BUILTIN_REWARDS: Mapping[str, str] = {
     "keyword_coverage": _METRICS,
     "keyword_coverage_soft": _METRICS,
     "length": _METRICS,
+    "novelty": _METRICS,
     "repetition": _METRICS,
     "rouge1": _METRICS,
     "rouge2": _METRICS,

@@ -22,6 +22,8 @@ name                        score                                        needs
 ``length``                  closeness to a target length, in [0, 1]      --
 ``repetition``              minus the fraction of repeated n-grams,      --
                             in [-1, 0]
+``novelty``                 fraction of n-grams not in the prompt,       --
+                            in [0, 1]
 ==========================  ===========================================  ==================
 """
 
@@ -46,6 +48,7 @@ __all__ = [
     "Rouge",
     "SemanticSimilarity",
     "SoftKeywordCoverage",
+    "SourceNovelty",
     "keyword_found",
 ]
 
@@ -808,6 +811,60 @@ class RepetitionPenalty:
         return _options_repr(self, n=self.n)
 
 
+class SourceNovelty:
+    """The fraction of the completion's word n-grams that do not occur in the prompt, in [0, 1].
+
+    A summary restates its source in fewer, other words; a copy of the source scores 0. Words
+    are lower-cased runs of letters and digits (punctuation, such as a dialogue's
+    ``#Person1#:`` tags, does not count). A completion with fewer than ``n`` words has nothing
+    to copy and scores 1.
+
+    Args:
+        n: the n-gram size (>= 1). ``n=3`` by default: DialogSum's references share many
+            bigrams with their dialogue ("at the", names) but few trigrams (median 90% new).
+
+    >>> novelty = SourceNovelty(n=2)
+    >>> print(novelty(["the cat sat on the mat"] * 3, ["the cat sat", "a cat sat down", "cat"],
+    ...               None).round(3))
+    [0.    0.667 1.   ]
+    """
+
+    name = "novelty"
+
+    def __init__(self, *, n: int = 3) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"SourceNovelty n must be an int >= 1, got {n!r}")
+        self.n = n
+
+    def _grams(self, text: str) -> list[tuple[str, ...]]:
+        words = _words(text)
+        return [tuple(words[j : j + self.n]) for j in range(len(words) - self.n + 1)]
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> np.ndarray:
+        completions = _check_completions(self.name, completions)
+        if len(prompts) != len(completions):
+            raise ValueError(
+                f"reward {self.name!r} got {len(prompts)} prompts for {len(completions)} "
+                "completions; it needs one source prompt per completion"
+            )
+        out = np.ones(len(completions), dtype=np.float32)
+        for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            grams = self._grams(completion)
+            if grams:
+                source = set(self._grams(prompt))
+                out[i] = sum(g not in source for g in grams) / len(grams)
+        return out
+
+    def __repr__(self) -> str:
+        return _options_repr(self, n=self.n)
+
+
 # ----------------------------------------------------------------------------- embeddings
 
 
@@ -958,4 +1015,5 @@ register_reward("keyword_coverage", KeywordCoverage)
 register_reward("keyword_coverage_soft", SoftKeywordCoverage)
 register_reward("length", LengthReward)
 register_reward("repetition", RepetitionPenalty)
+register_reward("novelty", SourceNovelty)
 register_reward("semantic_similarity", SemanticSimilarity)

@@ -1,4 +1,5 @@
-"""A summarization reward a small model can climb: ROUGE-L, MiniLM similarity and length.
+"""A summarization reward a small model can climb: ROUGE-L, MiniLM similarity and length,
+gated against copying the source.
 
 ROUGE-L alone is sparse for a 135M model: most of its early summaries share few words in
 order with the reference, so most completions of a batch score alike and the advantage is
@@ -11,24 +12,32 @@ dilutes, and an embedding of a rambling text that contains the summary stays clo
 none of it) keeps the policy from drifting to long or cut-off completions to win the other
 two.
 
-``"rouge_minilm"`` = ``1.0 * rouge_l + 0.5 * semantic_similarity + 0.25 * reference_length``
-(the default reward of the ``dialogsum_rl`` task): ROUGE-L, the metric the results report,
-keeps the largest weight; each term is logged as a component.
+``"rouge_minilm"`` = ``(1.0 * rouge_l + 0.5 * semantic_similarity + 0.25 * reference_length)
+* min(1, novelty / 0.5)`` (the default reward of the ``dialogsum_rl`` task): ROUGE-L, the
+metric the results report, keeps the largest weight; each term is logged as a component.
+``novelty`` (:class:`~textgym.rewards.metrics.SourceNovelty`) is the fraction of the
+summary's word trigrams that are not in the prompt. Without it, GRPO won the reward by
+copying the dialogue: 97 of 100 held-out outputs began with ``#Person1#:``, and the copies
+scored 0.655 against the untrained model's 0.508, because a copy shares words in order with
+the reference (ROUGE-L) and is about the same things (MiniLM). DialogSum's references keep
+a median 90% of their trigrams new (99.8% of dev references and 98.8% of train references
+have at least half new), so the gate leaves a real summary whole and scores a copy 0.
 
 Measured on the first 100 DialogSum dev dialogues (references average 19.4 words; mean of
 each term, then the total):
 
-| completion | ROUGE-L | MiniLM | length | total |
-|---|---|---|---|---|
-| the reference | 1.000 | 1.000 | 1.000 | 1.750 |
-| another dialogue's reference | 0.152 | 0.323 | 0.584 | 0.459 |
-| the dialogue's first 40 words | 0.179 | 0.465 | 0.184 | 0.457 |
-| the dialogue's first 15 words | 0.180 | 0.420 | 0.677 | 0.559 |
-| the reference + 25 dialogue words | 0.579 | 0.824 | 0.042 | 1.002 |
+| completion | ROUGE-L | MiniLM | length | novelty | total |
+|---|---|---|---|---|---|
+| the reference | 1.000 | 1.000 | 1.000 | 0.880 | 1.746 |
+| another dialogue's reference | 0.152 | 0.323 | 0.584 | 1.000 | 0.459 |
+| the dialogue's first 40 words | 0.221 | 0.644 | 0.184 | 0.000 | 0.000 |
+| the dialogue's first 15 words | 0.231 | 0.624 | 0.677 | 0.000 | 0.000 |
+| the reference + 25 dialogue words | 0.580 | 0.841 | 0.042 | 0.385 | 0.785 |
 
-MiniLM ranks copying the dialogue above an unrelated summary (0.465 vs 0.323) and barely
-minds padding (0.824 for the reference with 25 words appended); the length term is what makes
-the padded and the long copied texts lose to short ones.
+MiniLM ranks copying the dialogue above an unrelated summary (0.644 vs 0.323) and barely
+minds padding (0.841 for the reference with 25 words appended); the length term makes padded
+and long texts lose to short ones, and the novelty gate makes copies lose to any summary.
+On the GRPO run's copying outputs the gated reward is 0.228, on the untrained model's 0.472.
 """
 
 from __future__ import annotations
@@ -37,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from textgym.rewards.base import WeightedSum, make_reward, register_reward
+from textgym.rewards.base import RewardFn, WeightedSum, make_reward, register_reward, score
+from textgym.rewards.metrics import SourceNovelty
 
 ROUGE_MINILM_WEIGHTS: dict[str, float] = {
     "rouge_l": 1.0,
@@ -83,18 +93,79 @@ class ReferenceLength:
         return "ReferenceLength()"
 
 
+class NoveltyGate:
+    """A reward scaled down when the completion copies its prompt: ``reward * min(1, novelty /
+    min_novelty)``, where ``novelty`` is :class:`~textgym.rewards.metrics.SourceNovelty`.
+
+    Reports the wrapped reward's components and ``novelty``. A completion with at least
+    ``min_novelty`` of its word ``n``-grams new keeps the whole reward; a verbatim copy of the
+    prompt earns 0.
+
+    >>> from textgym.rewards.metrics import LengthReward
+    >>> gate = NoveltyGate(LengthReward(target=3), min_novelty=0.5, n=1)
+    >>> gate(["the cat sat"] * 3, ["a dog ran", "the dog ran", "the cat sat"], None).round(3).tolist()
+    [1.0, 1.0, 0.0]
+    """
+
+    name = "novelty_gate"
+
+    def __init__(self, reward: RewardFn, *, min_novelty: float = 0.5, n: int = 3) -> None:
+        if not callable(reward):
+            raise TypeError(f"NoveltyGate needs a callable reward, got {reward!r}")
+        if isinstance(min_novelty, bool) or not isinstance(min_novelty, int | float):
+            raise ValueError(f"NoveltyGate min_novelty must be a number, got {min_novelty!r}")
+        if not 0 < min_novelty <= 1:
+            raise ValueError(f"NoveltyGate min_novelty must be in (0, 1], got {min_novelty!r}")
+        self.reward = reward
+        self.min_novelty = float(min_novelty)
+        self.novelty = SourceNovelty(n=n)
+
+    def components(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> dict[str, np.ndarray]:
+        _, parts = score(self.reward, prompts, completions, references, **meta)
+        return {**parts, "novelty": self.novelty(prompts, completions, references)}
+
+    def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        inner = {k: v for k, v in parts.items() if k != "novelty"}
+        combine = getattr(self.reward, "combine", None)
+        total = combine(inner) if callable(combine) else next(iter(inner.values()))
+        gate = np.minimum(1.0, parts["novelty"] / self.min_novelty)
+        return (total * gate).astype(np.float32)
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> np.ndarray:
+        return self.combine(self.components(prompts, completions, references, **meta))
+
+    def __repr__(self) -> str:
+        return f"NoveltyGate({self.reward!r}, min_novelty={self.min_novelty:g}, n={self.novelty.n})"
+
+
 def rouge_minilm(
     *,
     rouge_l: float = ROUGE_MINILM_WEIGHTS["rouge_l"],
     semantic_similarity: float = ROUGE_MINILM_WEIGHTS["semantic_similarity"],
     reference_length: float = ROUGE_MINILM_WEIGHTS["reference_length"],
+    min_novelty: float = 0.5,
     device: str | None = None,
-) -> WeightedSum:
-    """``rouge_l * ROUGE-L + semantic_similarity * MiniLM cosine + reference_length *
-    ReferenceLength``; a weight of 0 drops its term (0 for all is an error). ``device`` is the
-    MiniLM encoder's.
+) -> NoveltyGate | WeightedSum:
+    """``(rouge_l * ROUGE-L + semantic_similarity * MiniLM cosine + reference_length *
+    ReferenceLength) * min(1, novelty / min_novelty)``, the :class:`NoveltyGate` on word
+    trigrams; ``min_novelty=0`` drops the gate, a weight of 0 drops its term (0 for all is an
+    error). ``device`` is the MiniLM encoder's.
 
     >>> rouge_minilm(semantic_similarity=0)
+    NoveltyGate(WeightedSum(rouge_l*1, reference_length*0.25), min_novelty=0.5, n=3)
+    >>> rouge_minilm(semantic_similarity=0, min_novelty=0)
     WeightedSum(rouge_l*1, reference_length*0.25)
     """
     weights = {
@@ -113,7 +184,8 @@ def rouge_minilm(
         "semantic_similarity": lambda: make_reward("semantic_similarity", device=device),
         "reference_length": ReferenceLength,
     }
-    return WeightedSum([(builders[k](), w) for k, w in terms.items()], labels=list(terms))
+    mix = WeightedSum([(builders[k](), w) for k, w in terms.items()], labels=list(terms))
+    return NoveltyGate(mix, min_novelty=min_novelty) if min_novelty else mix
 
 
 register_reward("reference_length", ReferenceLength)

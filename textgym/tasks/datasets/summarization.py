@@ -219,7 +219,8 @@ def dialogsum_rl(
     path: PathLike | None = None, *, reward: Any = "rouge_minilm", **options: Any
 ) -> Task:
     """DialogSum with a reward a small model can climb: ``"rouge_minilm"`` (ROUGE-L, MiniLM
-    similarity to the reference and a length term; :mod:`textgym.rewards.summary`). The samples
+    similarity to the reference and a length term, gated against copying the dialogue;
+    :mod:`textgym.rewards.summary`). The samples
     are ``dialogsum``'s; ``options`` go to its loader. Judge it on held-out ROUGE-1/2/L too,
     which the bench's evaluation reports for every task with references."""
     task = SUMMARIZATION_SETS[0](path, **options)
@@ -227,5 +228,6 @@ def dialogsum_rl(
         "dialogsum_rl",
         task.splits,
         default_reward=reward,
-        description="DialogSum summaries rewarded by ROUGE-L + MiniLM similarity + length.",
+        description="DialogSum summaries rewarded by ROUGE-L + MiniLM similarity + length, "
+        "gated against copying the dialogue.",
     )
