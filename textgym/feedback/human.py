@@ -40,7 +40,13 @@ from typing import Any
 import numpy as np
 
 from textgym.feedback.store import FeedbackStore
-from textgym.rewards.base import RewardSpec, make_reward, register_reward, validate_rewards
+from textgym.rewards.base import (
+    ComponentReward,
+    RewardSpec,
+    make_reward,
+    register_reward,
+    validate_rewards,
+)
 
 ON_TIMEOUT = ("default", "fallback", "raise")
 MODES = ("web", "console")
@@ -82,7 +88,7 @@ def console_label(
         output_fn(f"{answer!r} is not a rating: type 1, 2, 3, 4 or 5")
 
 
-class HumanReward:
+class HumanReward(ComponentReward):
     """A TextGen-v0 reward from people's 1-to-5 ratings (see the module docstring).
 
     Args:
@@ -229,15 +235,6 @@ class HumanReward:
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         return parts["human"]
-
-    def __call__(
-        self,
-        prompts: list[str],
-        completions: list[str],
-        references: list[list[str]] | None,
-        **meta: Any,
-    ) -> np.ndarray:
-        return self.combine(self.components(prompts, completions, references, **meta))
 
     def close(self) -> None:
         """Stop the labeling server this reward started, if any."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from textgym.rewards.base import (
     BUILTIN_REWARDS,
+    ComponentReward,
     RewardBuilder,
     RewardFn,
     RewardSpec,
@@ -43,6 +44,7 @@ _LAZY: dict[str, str] = {
     "Rouge": _METRICS,
     "SemanticSimilarity": _METRICS,
     "SoftKeywordCoverage": _METRICS,
+    "SourceNovelty": _METRICS,
     "keyword_found": _METRICS,
     "HumanReward": "textgym.feedback.human",
     "ClassifierReward": _REWARD_MODEL,
@@ -79,6 +81,7 @@ __all__ = [
     "Bleu",
     "Chrf",
     "ClassifierReward",
+    "ComponentReward",
     "HumanReward",
     "JudgeReward",
     "KeywordCoverage",
@@ -94,6 +97,7 @@ __all__ = [
     "SafetyPenalty",
     "SemanticSimilarity",
     "SoftKeywordCoverage",
+    "SourceNovelty",
     "TRLReward",
     "WeightedSum",
     "from_trl",

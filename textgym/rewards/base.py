@@ -83,7 +83,36 @@ def score(
     return total, {name: total}
 
 
-class WeightedSum:
+class ComponentReward:
+    """A reward built from named parts, each reported as a component by :func:`score`.
+
+    Subclasses define ``components`` (name -> (B,) array) and ``combine`` (the parts -> the
+    total); calling the reward is ``combine(components(...))``.
+    """
+
+    def components(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None = None,
+        **meta: Any,
+    ) -> np.ndarray:
+        return self.combine(self.components(prompts, completions, references, **meta))
+
+
+class WeightedSum(ComponentReward):
     """``sum_i w_i * r_i`` over named rewards; each term is reported as a component.
 
     >>> def one(p, c, r, **m): return np.ones(len(c))
@@ -131,15 +160,6 @@ class WeightedSum:
 
     def combine(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
         return sum(w * parts[label] for label, _, w in self.terms).astype(np.float32)
-
-    def __call__(
-        self,
-        prompts: list[str],
-        completions: list[str],
-        references: list[list[str]] | None,
-        **meta: Any,
-    ) -> np.ndarray:
-        return self.combine(self.components(prompts, completions, references, **meta))
 
     def __repr__(self) -> str:
         return "WeightedSum(" + ", ".join(f"{label}*{w:g}" for label, _, w in self.terms) + ")"

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from textgym.rewards.base import register_reward
+from textgym.rewards.base import ComponentReward, register_reward
 from textgym.rewards.metrics import RepetitionPenalty, SoftKeywordCoverage
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ class LMFluency:
         )
 
 
-class KeywordSentence:
+class KeywordSentence(ComponentReward):
     """Keyword coverage that only a fluent sentence earns: ``coverage * fluency * distinct``.
 
     * ``keyword_coverage_soft``: :class:`~textgym.rewards.metrics.SoftKeywordCoverage`;
@@ -285,15 +285,6 @@ class KeywordSentence:
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         product = parts["keyword_coverage_soft"] * parts["lm_fluency"] * parts["distinct"]
         return product.astype(np.float32)
-
-    def __call__(
-        self,
-        prompts: list[str],
-        completions: list[str],
-        references: list[list[str]] | None,
-        **meta: Any,
-    ) -> np.ndarray:
-        return self.combine(self.components(prompts, completions, references, **meta))
 
     def __repr__(self) -> str:
         return f"KeywordSentence({self.fluency!r})"

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from textgym.rewards.base import register_reward
+from textgym.rewards.base import ComponentReward, register_reward
 from textgym.rewards.judge import JudgeReward, LocalJudge, RemoteJudge
 
 DEFAULT_BANNED: tuple[str, ...] = (
@@ -95,7 +95,7 @@ def read_word_list(path: str | os.PathLike[str]) -> list[str]:
     return [line for line in lines if line]
 
 
-class SafetyPenalty:
+class SafetyPenalty(ComponentReward):
     """``-(word-list term + judge term)`` per completion, in ``[-(1 + judge_weight), 0]``.
 
     Args:
@@ -178,15 +178,6 @@ class SafetyPenalty:
 
     def combine(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
         return (0.0 - sum(parts.values())).astype(np.float32)
-
-    def __call__(
-        self,
-        prompts: list[str],
-        completions: list[str],
-        references: list[list[str]] | None = None,
-        **meta: Any,
-    ) -> np.ndarray:
-        return self.combine(self.components(prompts, completions, references, **meta))
 
     def __repr__(self) -> str:
         judge = f", judge={self.judge.backend.name!r}" if self.judge is not None else ""

@@ -46,7 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from textgym.rewards.base import RewardFn, WeightedSum, make_reward, register_reward, score
+from textgym.rewards.base import (
+    ComponentReward,
+    RewardFn,
+    WeightedSum,
+    make_reward,
+    register_reward,
+    score,
+)
 from textgym.rewards.metrics import SourceNovelty
 
 ROUGE_MINILM_WEIGHTS: dict[str, float] = {
@@ -93,7 +100,7 @@ class ReferenceLength:
         return "ReferenceLength()"
 
 
-class NoveltyGate:
+class NoveltyGate(ComponentReward):
     """A reward scaled down when the completion copies its prompt: ``reward * min(1, novelty /
     min_novelty)``, where ``novelty`` is :class:`~textgym.rewards.metrics.SourceNovelty`.
 
@@ -136,15 +143,6 @@ class NoveltyGate:
         total = combine(inner) if callable(combine) else next(iter(inner.values()))
         gate = np.minimum(1.0, parts["novelty"] / self.min_novelty)
         return (total * gate).astype(np.float32)
-
-    def __call__(
-        self,
-        prompts: list[str],
-        completions: list[str],
-        references: list[list[str]] | None,
-        **meta: Any,
-    ) -> np.ndarray:
-        return self.combine(self.components(prompts, completions, references, **meta))
 
     def __repr__(self) -> str:
         return f"NoveltyGate({self.reward!r}, min_novelty={self.min_novelty:g}, n={self.novelty.n})"
