@@ -88,9 +88,10 @@ run taskmaster4_rlhf grpo 1
 # dialogue; those runs are kept in docs/results/pilot-dialogsum-copy).
 run dialogsum_rl base 0
 run dialogsum_rl grpo 0
-# The offline baselines: SFT on the references, DPO on (reference, base greedy) pairs.
+# The other baselines: SFT on the references, DPO on (reference, base greedy) pairs, and
+# best-of-4 by the task's reward.
 for task in sst2_sentiment taskmaster4_rlhf dialogsum_rl; do
-  for algo in sft dpo; do run $task $algo 0; done
+  for algo in sft dpo best-of-n; do run $task $algo 0; done
 done
 run taskmaster4_rlhf grpo 2
 for seed in 3 4; do run sst2_sentiment ppo $seed; done
