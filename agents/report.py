@@ -193,6 +193,44 @@ def base_difference_table(paired: dict[str, PerPrompt], base: str = "base") -> s
     return "\n".join(lines)
 
 
+def success_rates(paired: dict[str, PerPrompt], threshold: float) -> dict[str, PerPrompt]:
+    """The reward columns of ``paired`` (greedy and sampled) as 1.0 where a prompt's reward is
+    above ``threshold``, else 0.0, titled ``"<column> > <threshold>"``: their mean is the share
+    of prompts a policy wins (for sentiment control at 0.5, the positive rate).
+
+    >>> success_rates({"reward": {"base": [[0.2, 0.7]]}}, 0.5)
+    {'reward > 0.5': {'base': [[0.0, 1.0]]}}
+    """
+    return {
+        f"{title} > {threshold:g}": {
+            algo: [[float(x > threshold) for x in run] for run in runs]
+            for algo, runs in paired[title].items()
+        }
+        for title in ("reward", "sampled reward")
+        if paired.get(title)
+    }
+
+
+def rate_table(rates: dict[str, PerPrompt]) -> str:
+    """Markdown table of each algorithm's share per column of :func:`success_rates`, with its
+    95% bootstrap interval stratified over seeds and prompts.
+
+    >>> print(rate_table({"reward > 0.5": {"base": [[0.0, 1.0]], "ppo": [[1.0, 1.0]]}}))
+    | algo | seeds | reward > 0.5 (95% CI) |
+    |---|---|---|
+    | base | 1 | 0.500 [0.000, 1.000] |
+    | ppo | 1 | 1.000 [1.000, 1.000] |
+    """
+    algos = list(dict.fromkeys(a for per in rates.values() for a in per))
+    lines = ["| algo | seeds | " + " | ".join(f"{t} (95% CI)" for t in rates) + " |",
+             "|" + "---|" * (len(rates) + 2)]  # fmt: skip
+    for algo in algos:
+        seeds = max(len(per.get(algo, [])) for per in rates.values())
+        cells = [stratified_cell(per[algo]) if per.get(algo) else "" for per in rates.values()]
+        lines.append("| " + " | ".join([algo, str(seeds), *cells]) + " |")
+    return "\n".join(lines)
+
+
 def improvement_table(rows: Sequence[dict[str, str]], key: str = "eval/reward") -> str:
     """Markdown table of the probability of improvement P(row > column) on ``key``, with its
     95% bootstrap interval, for every ordered pair of algorithms (Agarwal et al. 2021).
@@ -372,8 +410,10 @@ def _run_files(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return record, read_csv(run / "curve.csv") if (run / "curve.csv").is_file() else []
 
 
-def write_report(run_dir: str | Path) -> Path:
+def write_report(run_dir: str | Path, threshold: float | None = None) -> Path:
     """Write ``report.md`` and the plots of the grid in ``run_dir``; returns the report's path.
+    With ``threshold``, each task also gets the share of held-out prompts whose reward is
+    above it (:func:`success_rates`), and that share's difference from the base model.
 
     ``results.csv`` is rebuilt from the runs' ``result.json`` files first (when there are any),
     so the committed ``result.json`` files alone regenerate the report.
@@ -431,6 +471,13 @@ def write_report(run_dir: str | Path) -> Path:
         differences = base_difference_table(paired)
         if differences:
             parts += ["Against the base model, on the same prompts:", "", differences, ""]
+        rates = success_rates(paired, threshold) if threshold is not None else {}
+        if rates:
+            parts += [f"Share of prompts with a reward above {threshold:g}:", "",
+                      rate_table(rates), ""]  # fmt: skip
+            differences = base_difference_table(rates)
+            if differences:
+                parts += ["Against the base model, on the same prompts:", "", differences, ""]
         if len({r["algo"] for r in task_rows}) > 1:
             parts += ["Probability of improvement:", "", improvement_table(task_rows), ""]
             if any(r.get("eval_sampled/reward", "") != "" for r in task_rows):
@@ -465,12 +512,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "RUN_DIR/plots/*.png.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of `textgym bench`")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="also tabulate the share of held-out prompts whose reward is above T, against the "
+        "base model (0.5 on sst2_sentiment: the positive rate)",
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     try:
-        print(f"report: {write_report(args.run_dir)}")
+        print(f"report: {write_report(args.run_dir, args.threshold)}")
     except FileNotFoundError as exc:
         import sys
 
@@ -479,5 +534,6 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "cell", "improvement_table", "learning_curves", "samples_side_by_side",
-           "stratified_cell", "task_table", "write_report"]  # fmt: skip
+__all__ = ["add_parser", "cell", "improvement_table", "learning_curves", "rate_table",
+           "samples_side_by_side", "stratified_cell", "success_rates", "task_table",
+           "write_report"]  # fmt: skip

@@ -487,6 +487,28 @@ def test_report_tables_from_result_files_stratified_and_probability_of_improveme
     assert (tmp_path / "plots" / "frontier_t.png").is_file()
 
 
+def test_report_threshold_tabulates_the_share_of_prompts_won_against_the_base(tmp_path, capsys):
+    base = np.array([[0.2, 0.6, 0.4, 0.9]])  # 2 of 4 prompts above 0.5
+    ppo = np.array([[0.7, 0.8, 0.3, 0.6], [0.9, 0.9, 0.9, 0.1]])  # 3 of 4 in each seed
+    for seed, rewards in enumerate(base):
+        _fake_run(tmp_path, "t", "base", seed, rewards, kl=0.0)
+    for seed, rewards in enumerate(ppo):
+        _fake_run(tmp_path, "t", "ppo", seed, rewards, kl=1.0)
+    assert "Share of prompts" not in write_report(tmp_path).read_text()
+    assert cli.main(["report", str(tmp_path), "--threshold", "0.5"]) == 0
+    report = (tmp_path / "report.md").read_text().splitlines()
+    share = report[report.index("Share of prompts with a reward above 0.5:") + 2 :]
+    assert share[0] == "| algo | seeds | reward > 0.5 (95% CI) |"
+    wins = (ppo > 0.5).astype(float)
+    low, high = stratified_bootstrap_ci(wins)
+    assert share[2] == "| base | 1 | 0.500 [0.000, 1.000] |"
+    assert share[3] == f"| ppo | 2 | 0.750 [{low:.3f}, {high:.3f}] |"
+    against = share[share.index("Against the base model, on the same prompts:") + 2 :]
+    difference = wins - (base > 0.5).astype(float).mean(axis=0)  # (seeds, prompts)
+    low, high = stratified_bootstrap_ci(difference)
+    assert against[2] == f"| ppo | 2 | 0.250 [{low:.3f}, {high:.3f}] |"
+
+
 def test_a_run_interrupted_midway_continues_from_its_checkpoint(tmp_path, monkeypatch):
     config = BenchConfig(**{**GRID, "algos": ("reinforce",), "seeds": (0,), "save_every": 1,
                             "out_dir": str(tmp_path)})  # fmt: skip
