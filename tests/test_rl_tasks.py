@@ -26,7 +26,7 @@ from textgym.feedback.recipes import (
 from textgym.feedback.reward_model import LearnedReward
 from textgym.rewards import list_rewards, make_reward, score
 from textgym.rewards.metrics import SourceNovelty
-from textgym.rewards.summary import NoveltyGate, ReferenceLength, rouge_minilm
+from textgym.rewards.summary import NoSpeakerTurns, ReferenceLength, SummaryGate, rouge_minilm
 from textgym.tasks import DataFormatError, list_tasks, make_task, prompt_text
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -277,7 +277,13 @@ def test_reference_length_and_rouge_minilm():
     )
     reward = make_reward("rouge_minilm", device="cpu")
     total, parts = score(reward, ["p"] * 3, completions, refs)
-    assert list(parts) == ["rouge_l", "semantic_similarity", "reference_length", "novelty"]
+    assert list(parts) == [
+        "rouge_l",
+        "semantic_similarity",
+        "reference_length",
+        "novelty",
+        "no_turns",
+    ]
     assert total[0] == pytest.approx(1.75, abs=1e-4)  # every term is 1 for the reference itself
     assert total[2] == 0.0  # an empty summary earns nothing
     assert 0 < total[1] < total[0]
@@ -300,19 +306,25 @@ DIALOGUE = (
 )
 
 
-def test_rouge_minilm_scores_a_copy_of_the_dialogue_below_a_summary():
-    # The first GRPO run on DialogSum won the ungated reward by copying the dialogue.
+def test_rouge_minilm_scores_copies_and_transcripts_of_the_dialogue_below_a_summary():
+    # GRPO won the ungated reward by copying the dialogue, and the novelty-gated one by writing
+    # new dialogue turns (a transcript in the dialogue's format is no summary either).
     summary = "Lisa gives Aims a birthday present and Aims loves it."
     copy = "#Person1#: Happy birthday, Aims!\n#Person2#: Thank you, Lisa.\n#Person1#: Here is"
+    transcript = "#Person1#: Lisa gives Aims a gift.\n#Person2#: Aims loves the birthday present."
     other = "Person2 wants to book a flight to Paris."  # a fluent summary of the wrong dialogue
-    refs = [[summary]] * 3
-    candidates = ["Lisa gives Aims a present for her birthday.", copy, other]
-    ungated = rouge_minilm(min_novelty=0, device="cpu")([DIALOGUE] * 3, candidates, refs)
-    assert ungated[1] > ungated[2]  # without the gate, the copy beats an unrelated summary
-    total, parts = score(rouge_minilm(device="cpu"), [DIALOGUE] * 3, candidates, refs)
-    assert parts["novelty"][1] == 0.0 and parts["novelty"][0] > 0.5
-    assert total[1] == 0.0 < total[2] < total[0]
+    candidates = ["Lisa gives Aims a present for her birthday.", copy, transcript, other]
+    refs = [[summary]] * len(candidates)
+    prompts = [DIALOGUE] * len(candidates)
+    ungated = rouge_minilm(min_novelty=0, device="cpu")(prompts, candidates, refs)
+    assert ungated[1] > ungated[3] and ungated[2] > ungated[3]  # both beat a wrong summary
+    total, parts = score(rouge_minilm(device="cpu"), prompts, candidates, refs)
+    assert parts["novelty"][1] == 0.0 and parts["novelty"][2] > 0.5  # the transcript is new
+    assert parts["no_turns"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert total[1] == total[2] == 0.0 < total[3] < total[0]
     assert total[0] == pytest.approx(ungated[0])  # a real summary keeps its whole reward
+    novelty_only = rouge_minilm(speaker_turns=False, device="cpu")(prompts, candidates, refs)
+    assert novelty_only[1] == 0.0 < novelty_only[3] < novelty_only[2]  # what GRPO then found
 
 
 def test_source_novelty_and_the_gate_check_their_inputs():
@@ -321,14 +333,22 @@ def test_source_novelty_and_the_gate_check_their_inputs():
     half = "the cat sat on a red mat"  # 5 trigrams: 2 in the prompt, 3 new
     assert novelty(["the cat sat on the mat"], [half], None).tolist() == pytest.approx([0.6])
     one = lambda p, c, r, **m: np.ones(len(c))  # noqa: E731
-    gate = NoveltyGate(one, min_novelty=0.8)  # novelty 0.6 of the 0.8 that earns it all
+    gate = SummaryGate(one, min_novelty=0.8)  # novelty 0.6 of the 0.8 that earns it all
     assert gate(["the cat sat on"], [half], None).tolist() == pytest.approx([0.75])
     with pytest.raises(ValueError, match=r"min_novelty must be in \(0, 1\], got 1.5"):
-        NoveltyGate(one, min_novelty=1.5)
+        SummaryGate(one, min_novelty=1.5)
     with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
         SourceNovelty(n=0)
     with pytest.raises(ValueError, match="got 1 prompts for 2 completions"):
         novelty(["p"], ["a", "b"], None)
+    with pytest.raises(ValueError, match="needs one dialogue prompt per completion"):
+        NoSpeakerTurns()(["p"], ["a", "b"], None)
+    # SAMSum-style names are speakers too; a name without the colon is a summary's word.
+    chat = "Amanda: I baked cookies.\nJerry: Sure!"
+    assert NoSpeakerTurns()([chat] * 2, ["Amanda baked cookies.", "Jerry: yum"], None).tolist() == [
+        1.0,
+        0.0,
+    ]
 
 
 # ----------------------------------------------------------------------------- real data

@@ -1,5 +1,5 @@
 """A summarization reward a small model can climb: ROUGE-L, MiniLM similarity and length,
-gated against copying the source.
+gated against copies and transcripts of the source.
 
 ROUGE-L alone is sparse for a 135M model: most of its early summaries share few words in
 order with the reference, so most completions of a batch score alike and the advantage is
@@ -13,35 +13,45 @@ none of it) keeps the policy from drifting to long or cut-off completions to win
 two.
 
 ``"rouge_minilm"`` = ``(1.0 * rouge_l + 0.5 * semantic_similarity + 0.25 * reference_length)
-* min(1, novelty / 0.5)`` (the default reward of the ``dialogsum_rl`` task): ROUGE-L, the
-metric the results report, keeps the largest weight; each term is logged as a component.
-``novelty`` (:class:`~textgym.rewards.metrics.SourceNovelty`) is the fraction of the
-summary's word trigrams that are not in the prompt. Without it, GRPO won the reward by
-copying the dialogue: 97 of 100 held-out outputs began with ``#Person1#:``, and the copies
-scored 0.655 against the untrained model's 0.508, because a copy shares words in order with
-the reference (ROUGE-L) and is about the same things (MiniLM). DialogSum's references keep
-a median 90% of their trigrams new (99.8% of dev references and 98.8% of train references
-have at least half new), so the gate leaves a real summary whole and scores a copy 0.
+* min(1, novelty / 0.5) * no_turns`` (the default reward of the ``dialogsum_rl`` task):
+ROUGE-L, the metric the results report, keeps the largest weight; each term and gate is
+logged as a component. Both gates (:class:`SummaryGate`) come from GRPO runs that won the
+reward with text that is no summary:
+
+* without gates, GRPO copied the dialogue: 97 of 100 held-out outputs began with
+  ``#Person1#:``, and the copies scored 0.655 against the untrained model's 0.508, because
+  a copy shares words in order with the reference (ROUGE-L) and is about the same things
+  (MiniLM). ``novelty`` (:class:`~textgym.rewards.metrics.SourceNovelty`) is the fraction of
+  the summary's word trigrams that are not in the prompt: DialogSum's references keep a
+  median 90% of them new (99.8% of dev and 98.8% of train references at least half), so the
+  ramp to 0.5 leaves a real summary whole and scores a verbatim copy 0;
+* with the novelty gate alone, GRPO wrote new dialogue turns (``#Person1#: ...`` lines
+  about the same things: novel trigrams, ROUGE and MiniLM credit). ``no_turns``
+  (:class:`NoSpeakerTurns`) is 0 for a completion that writes ``<speaker>:`` for a speaker
+  of the prompt's dialogue. No DialogSum reference does (train and dev); 8% of the untrained
+  model's outputs and 99% of both GRPO runs' did.
 
 Measured on the first 100 DialogSum dev dialogues (references average 19.4 words; mean of
 each term, then the total):
 
-| completion | ROUGE-L | MiniLM | length | novelty | total |
-|---|---|---|---|---|---|
-| the reference | 1.000 | 1.000 | 1.000 | 0.880 | 1.746 |
-| another dialogue's reference | 0.152 | 0.323 | 0.584 | 1.000 | 0.459 |
-| the dialogue's first 40 words | 0.221 | 0.644 | 0.184 | 0.000 | 0.000 |
-| the dialogue's first 15 words | 0.231 | 0.624 | 0.677 | 0.000 | 0.000 |
-| the reference + 25 dialogue words | 0.580 | 0.841 | 0.042 | 0.385 | 0.785 |
+| completion | ROUGE-L | MiniLM | length | novelty | no_turns | total |
+|---|---|---|---|---|---|---|
+| the reference | 1.000 | 1.000 | 1.000 | 0.880 | 1.000 | 1.746 |
+| another dialogue's reference | 0.152 | 0.323 | 0.584 | 1.000 | 1.000 | 0.459 |
+| the dialogue's first 40 words | 0.221 | 0.644 | 0.184 | 0.000 | 0.000 | 0.000 |
+| the dialogue's first 15 words | 0.231 | 0.624 | 0.677 | 0.000 | 0.000 | 0.000 |
+| the reference + 25 dialogue words | 0.580 | 0.841 | 0.042 | 0.385 | 0.000 | 0.000 |
 
 MiniLM ranks copying the dialogue above an unrelated summary (0.644 vs 0.323) and barely
 minds padding (0.841 for the reference with 25 words appended); the length term makes padded
-and long texts lose to short ones, and the novelty gate makes copies lose to any summary.
-On the GRPO run's copying outputs the gated reward is 0.228, on the untrained model's 0.472.
+and long texts lose to short ones, and the gates make copies and transcripts lose to any
+summary. On the held-out outputs of the two GRPO runs the gated reward is 0.006 and 0.007,
+on the untrained model's 0.440.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -100,32 +110,86 @@ class ReferenceLength:
         return "ReferenceLength()"
 
 
-class NoveltyGate(ComponentReward):
-    """A reward scaled down when the completion copies its prompt: ``reward * min(1, novelty /
-    min_novelty)``, where ``novelty`` is :class:`~textgym.rewards.metrics.SourceNovelty`.
+_SPEAKER = re.compile(r"^\s*([^\s:][^:\n]{0,40}?):\s", re.MULTILINE)
 
-    Reports the wrapped reward's components and ``novelty``. A completion with at least
-    ``min_novelty`` of its word ``n``-grams new keeps the whole reward; a verbatim copy of the
-    prompt earns 0.
 
-    >>> from textgym.rewards.metrics import LengthReward
-    >>> gate = NoveltyGate(LengthReward(target=3), min_novelty=0.5, n=1)
-    >>> gate(["the cat sat"] * 3, ["a dog ran", "the dog ran", "the cat sat"], None).round(3).tolist()
-    [1.0, 1.0, 0.0]
+class NoSpeakerTurns:
+    """1.0 where the completion writes no turn of the prompt's dialogue, else 0.0.
+
+    The speakers are the line openings ``<name>:`` of the prompt (``#Person1#``, ``Amanda``,
+    and ``user`` from the rendered chat); a completion that contains any of them followed by
+    ``:`` is a transcript, not a summary. No DialogSum reference does this (train and dev).
+
+    >>> turns = NoSpeakerTurns()
+    >>> dialogue = "#Person1#: Hi, Lisa.\\n#Person2#: Hello!"
+    >>> turns([dialogue] * 2, ["#Person1# greets Lisa.", "#Person1#: Hi.\\n#Person2#: Hi!"],
+    ...       None).tolist()
+    [1.0, 0.0]
     """
 
-    name = "novelty_gate"
+    name = "no_turns"
 
-    def __init__(self, reward: RewardFn, *, min_novelty: float = 0.5, n: int = 3) -> None:
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> np.ndarray:
+        if len(prompts) != len(completions):
+            raise ValueError(
+                f"reward {self.name!r} got {len(prompts)} prompts for {len(completions)} "
+                "completions; it needs one dialogue prompt per completion"
+            )
+        out = np.ones(len(completions), dtype=np.float32)
+        for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            if any(f"{speaker}:" in completion for speaker in set(_SPEAKER.findall(prompt))):
+                out[i] = 0.0
+        return out
+
+    def __repr__(self) -> str:
+        return "NoSpeakerTurns()"
+
+
+class SummaryGate(ComponentReward):
+    """A reward that only a summary earns, not a copy or a transcript of its source:
+    ``reward * min(1, novelty / min_novelty) * no_turns``.
+
+    * ``novelty``: :class:`~textgym.rewards.metrics.SourceNovelty`, the fraction of the
+      completion's word ``n``-grams not in the prompt; at least ``min_novelty`` keeps the whole
+      reward, a verbatim copy earns 0;
+    * ``no_turns``: :class:`NoSpeakerTurns` (with ``speaker_turns=True``), 0 for a completion
+      that writes dialogue turns, copied or invented.
+
+    Reports the wrapped reward's components and the gates'.
+
+    >>> from textgym.rewards.metrics import LengthReward
+    >>> gate = SummaryGate(LengthReward(target=3), min_novelty=0.5, n=1)
+    >>> gate(["A: the cat sat"] * 4, ["a dog ran", "the dog ran", "the cat sat", "A: a dog"],
+    ...      None).round(3).tolist()
+    [1.0, 1.0, 0.0, 0.0]
+    """
+
+    name = "summary_gate"
+
+    def __init__(
+        self,
+        reward: RewardFn,
+        *,
+        min_novelty: float = 0.5,
+        n: int = 3,
+        speaker_turns: bool = True,
+    ) -> None:
         if not callable(reward):
-            raise TypeError(f"NoveltyGate needs a callable reward, got {reward!r}")
+            raise TypeError(f"SummaryGate needs a callable reward, got {reward!r}")
         if isinstance(min_novelty, bool) or not isinstance(min_novelty, int | float):
-            raise ValueError(f"NoveltyGate min_novelty must be a number, got {min_novelty!r}")
+            raise ValueError(f"SummaryGate min_novelty must be a number, got {min_novelty!r}")
         if not 0 < min_novelty <= 1:
-            raise ValueError(f"NoveltyGate min_novelty must be in (0, 1], got {min_novelty!r}")
+            raise ValueError(f"SummaryGate min_novelty must be in (0, 1], got {min_novelty!r}")
         self.reward = reward
         self.min_novelty = float(min_novelty)
         self.novelty = SourceNovelty(n=n)
+        self.turns = NoSpeakerTurns() if speaker_turns else None
 
     def components(
         self,
@@ -135,17 +199,23 @@ class NoveltyGate(ComponentReward):
         **meta: Any,
     ) -> dict[str, np.ndarray]:
         _, parts = score(self.reward, prompts, completions, references, **meta)
-        return {**parts, "novelty": self.novelty(prompts, completions, references)}
+        parts["novelty"] = self.novelty(prompts, completions, references)
+        if self.turns is not None:
+            parts["no_turns"] = self.turns(prompts, completions, references)
+        return parts
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        inner = {k: v for k, v in parts.items() if k != "novelty"}
+        inner = {k: v for k, v in parts.items() if k not in ("novelty", "no_turns")}
         combine = getattr(self.reward, "combine", None)
         total = combine(inner) if callable(combine) else next(iter(inner.values()))
-        gate = np.minimum(1.0, parts["novelty"] / self.min_novelty)
+        gate = np.minimum(1.0, parts["novelty"] / self.min_novelty) * parts.get("no_turns", 1.0)
         return (total * gate).astype(np.float32)
 
     def __repr__(self) -> str:
-        return f"NoveltyGate({self.reward!r}, min_novelty={self.min_novelty:g}, n={self.novelty.n})"
+        return (
+            f"SummaryGate({self.reward!r}, min_novelty={self.min_novelty:g}, "
+            f"n={self.novelty.n}, speaker_turns={self.turns is not None})"
+        )
 
 
 def rouge_minilm(
@@ -154,15 +224,17 @@ def rouge_minilm(
     semantic_similarity: float = ROUGE_MINILM_WEIGHTS["semantic_similarity"],
     reference_length: float = ROUGE_MINILM_WEIGHTS["reference_length"],
     min_novelty: float = 0.5,
+    speaker_turns: bool = True,
     device: str | None = None,
-) -> NoveltyGate | WeightedSum:
+) -> SummaryGate | WeightedSum:
     """``(rouge_l * ROUGE-L + semantic_similarity * MiniLM cosine + reference_length *
-    ReferenceLength) * min(1, novelty / min_novelty)``, the :class:`NoveltyGate` on word
-    trigrams; ``min_novelty=0`` drops the gate, a weight of 0 drops its term (0 for all is an
-    error). ``device`` is the MiniLM encoder's.
+    ReferenceLength) * min(1, novelty / min_novelty) * no_turns``, the :class:`SummaryGate` on
+    word trigrams; ``speaker_turns=False`` drops its ``no_turns`` factor, ``min_novelty=0`` the
+    whole gate, a weight of 0 its term (0 for all is an error). ``device`` is the MiniLM
+    encoder's.
 
     >>> rouge_minilm(semantic_similarity=0)
-    NoveltyGate(WeightedSum(rouge_l*1, reference_length*0.25), min_novelty=0.5, n=3)
+    SummaryGate(WeightedSum(rouge_l*1, reference_length*0.25), min_novelty=0.5, n=3, speaker_turns=True)
     >>> rouge_minilm(semantic_similarity=0, min_novelty=0)
     WeightedSum(rouge_l*1, reference_length*0.25)
     """
@@ -183,7 +255,9 @@ def rouge_minilm(
         "reference_length": ReferenceLength,
     }
     mix = WeightedSum([(builders[k](), w) for k, w in terms.items()], labels=list(terms))
-    return NoveltyGate(mix, min_novelty=min_novelty) if min_novelty else mix
+    if not min_novelty:
+        return mix
+    return SummaryGate(mix, min_novelty=min_novelty, speaker_turns=speaker_turns)
 
 
 register_reward("reference_length", ReferenceLength)
