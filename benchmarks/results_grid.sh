@@ -84,8 +84,8 @@ for seed in 1 2; do run sst2_sentiment ppo $seed; done
 run sst2_sentiment grpo 0
 for algo in rloo reinforce; do run sst2_sentiment $algo 0; done
 run taskmaster4_rlhf grpo 1
-# DialogSum with the copy penalty of `rouge_minilm` (the first GRPO run won by copying the
-# dialogue; those runs are kept in docs/results/pilot-dialogsum-copy).
+# DialogSum with the gates of `rouge_minilm`: GRPO won the ungated reward by copying the
+# dialogue and the novelty-gated one by writing new dialogue turns (docs/results/pilot-*).
 run dialogsum_rl base 0
 run dialogsum_rl grpo 0
 # The other baselines: SFT on the references, DPO on (reference, base greedy) pairs, and
