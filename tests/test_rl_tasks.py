@@ -307,24 +307,25 @@ DIALOGUE = (
 
 
 def test_rouge_minilm_scores_copies_and_transcripts_of_the_dialogue_below_a_summary():
-    # GRPO won the ungated reward by copying the dialogue, and the novelty-gated one by writing
-    # new dialogue turns (a transcript in the dialogue's format is no summary either).
+    # GRPO won the ungated reward by copying the dialogue, the novelty-gated one by writing new
+    # "#Person1#:" turns, and one that matched those tags exactly by writing "Person1:" turns.
     summary = "Lisa gives Aims a birthday present and Aims loves it."
     copy = "#Person1#: Happy birthday, Aims!\n#Person2#: Thank you, Lisa.\n#Person1#: Here is"
     transcript = "#Person1#: Lisa gives Aims a gift.\n#Person2#: Aims loves the birthday present."
+    respelled = 'Person1: "Lisa gives Aims a gift." Person2: "Aims loves the birthday present."'
     other = "Person2 wants to book a flight to Paris."  # a fluent summary of the wrong dialogue
-    candidates = ["Lisa gives Aims a present for her birthday.", copy, transcript, other]
+    candidates = ["Lisa gives Aims a present for her birthday.", copy, transcript, respelled, other]
     refs = [[summary]] * len(candidates)
     prompts = [DIALOGUE] * len(candidates)
     ungated = rouge_minilm(min_novelty=0, device="cpu")(prompts, candidates, refs)
-    assert ungated[1] > ungated[3] and ungated[2] > ungated[3]  # both beat a wrong summary
+    assert min(ungated[1:4]) > ungated[4]  # each beats a summary of the wrong dialogue
     total, parts = score(rouge_minilm(device="cpu"), prompts, candidates, refs)
-    assert parts["novelty"][1] == 0.0 and parts["novelty"][2] > 0.5  # the transcript is new
-    assert parts["no_turns"].tolist() == [1.0, 0.0, 0.0, 1.0]
-    assert total[1] == total[2] == 0.0 < total[3] < total[0]
+    assert parts["novelty"][1] == 0.0 and min(parts["novelty"][2:4]) > 0.5  # new words
+    assert parts["no_turns"].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]
+    assert total[1] == total[2] == total[3] == 0.0 < total[4] < total[0]
     assert total[0] == pytest.approx(ungated[0])  # a real summary keeps its whole reward
     novelty_only = rouge_minilm(speaker_turns=False, device="cpu")(prompts, candidates, refs)
-    assert novelty_only[1] == 0.0 < novelty_only[3] < novelty_only[2]  # what GRPO then found
+    assert novelty_only[1] == 0.0 < novelty_only[4] < min(novelty_only[2:4])  # what GRPO found
 
 
 def test_source_novelty_and_the_gate_check_their_inputs():
@@ -345,10 +346,8 @@ def test_source_novelty_and_the_gate_check_their_inputs():
         NoSpeakerTurns()(["p"], ["a", "b"], None)
     # SAMSum-style names are speakers too; a name without the colon is a summary's word.
     chat = "Amanda: I baked cookies.\nJerry: Sure!"
-    assert NoSpeakerTurns()([chat] * 2, ["Amanda baked cookies.", "Jerry: yum"], None).tolist() == [
-        1.0,
-        0.0,
-    ]
+    said = ["Amanda baked cookies.", "Jerry: yum", "Note: Amanda baked."]
+    assert NoSpeakerTurns()([chat] * 3, said, None).tolist() == [1.0, 0.0, 1.0]
 
 
 # ----------------------------------------------------------------------------- real data
@@ -379,3 +378,14 @@ def test_real_dialogsum_rl_is_dialogsum_with_the_climbable_reward(shared_data):
     plain = make_task("dialogsum", path=shared_data, max_samples=20)
     assert task.default_reward == "rouge_minilm" and task.name == "dialogsum_rl"
     assert task.split("test") == plain.split("test")
+
+
+def test_real_dialogsum_references_pass_the_summary_gates(shared_data):
+    # The gates must not cost a real summary its reward: no human summary writes a speaker
+    # turn, and all but a few keep at least half of their trigrams new.
+    samples = make_task("dialogsum_rl", path=shared_data).split("validation")
+    prompts = [prompt_text(s.prompt) for s in samples]
+    summaries = [s.references[0] for s in samples]
+    assert len(samples) == 500
+    assert NoSpeakerTurns()(prompts, summaries, None).min() == 1.0
+    assert (SourceNovelty()(prompts, summaries, None) >= 0.5).mean() >= 0.99

@@ -26,10 +26,12 @@ reward with text that is no summary:
   median 90% of them new (99.8% of dev and 98.8% of train references at least half), so the
   ramp to 0.5 leaves a real summary whole and scores a verbatim copy 0;
 * with the novelty gate alone, GRPO wrote new dialogue turns (``#Person1#: ...`` lines
-  about the same things: novel trigrams, ROUGE and MiniLM credit). ``no_turns``
-  (:class:`NoSpeakerTurns`) is 0 for a completion that writes ``<speaker>:`` for a speaker
-  of the prompt's dialogue. No DialogSum reference does (train and dev); 8% of the untrained
-  model's outputs and 99% of both GRPO runs' did.
+  about the same things: novel trigrams, ROUGE and MiniLM credit); with a gate on the exact
+  ``#Person1#:`` tags, it wrote ``Person1: ...`` turns instead. ``no_turns``
+  (:class:`NoSpeakerTurns`) is 0 for a completion that writes a speaker of the prompt's
+  dialogue before a colon, in any spelling. No DialogSum reference does (train, dev and
+  test); 8% of the untrained model's outputs did, and 99%, 99% and 86% of the three GRPO
+  runs'.
 
 Measured on the first 100 DialogSum dev dialogues (references average 19.4 words; mean of
 each term, then the total):
@@ -111,20 +113,39 @@ class ReferenceLength:
 
 
 _SPEAKER = re.compile(r"^\s*([^\s:][^:\n]{0,40}?):\s", re.MULTILINE)
+_LABEL = re.compile(r"(\S+)\s*:")  # a word right before a colon: "#Person1#:", "Amanda :"
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+
+def _bare(text: str) -> str:
+    """Lower-case letters and digits only: ``"#Person1#"``, ``"Person1"`` -> ``"person1"``."""
+    return _NOT_ALNUM.sub("", text.lower())
+
+
+def dialogue_speakers(prompt: str) -> set[str]:
+    """The speakers of a prompt's dialogue, bare (:func:`_bare`): each line opening
+    ``<name>:``, as a whole and its last word (``"Mr. Smith"`` -> ``"mrsmith"``, ``"smith"``).
+
+    >>> sorted(dialogue_speakers("user: Sum up.\\n\\n#Person1#: Hi!\\nMr. Smith: Hello."))
+    ['mrsmith', 'person1', 'smith', 'user']
+    """
+    names = _SPEAKER.findall(prompt)
+    return {_bare(n) for n in names} | {_bare(n.split()[-1]) for n in names} - {""}
 
 
 class NoSpeakerTurns:
     """1.0 where the completion writes no turn of the prompt's dialogue, else 0.0.
 
-    The speakers are the line openings ``<name>:`` of the prompt (``#Person1#``, ``Amanda``,
-    and ``user`` from the rendered chat); a completion that contains any of them followed by
-    ``:`` is a transcript, not a summary. No DialogSum reference does this (train and dev).
+    A turn is a speaker of the prompt (:func:`dialogue_speakers`) right before a colon, in any
+    spelling: ``#Person1#:``, ``Person1:``, ``"Person1":``. A completion with one is a
+    transcript, copied or invented, not a summary. No DialogSum reference has one (train, dev
+    and test).
 
     >>> turns = NoSpeakerTurns()
     >>> dialogue = "#Person1#: Hi, Lisa.\\n#Person2#: Hello!"
-    >>> turns([dialogue] * 2, ["#Person1# greets Lisa.", "#Person1#: Hi.\\n#Person2#: Hi!"],
-    ...       None).tolist()
-    [1.0, 0.0]
+    >>> turns([dialogue] * 3, ["#Person1# greets Lisa.", "#Person1#: Hi.\\n#Person2#: Hi!",
+    ...                        'Person1: "Hi."'], None).tolist()
+    [1.0, 0.0, 0.0]
     """
 
     name = "no_turns"
@@ -143,7 +164,8 @@ class NoSpeakerTurns:
             )
         out = np.ones(len(completions), dtype=np.float32)
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-            if any(f"{speaker}:" in completion for speaker in set(_SPEAKER.findall(prompt))):
+            speakers = dialogue_speakers(prompt)
+            if any(_bare(label) in speakers for label in _LABEL.findall(completion)):
                 out[i] = 0.0
         return out
 
