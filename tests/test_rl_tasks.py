@@ -342,7 +342,7 @@ def test_source_novelty_and_the_gate_check_their_inputs():
         SourceNovelty(n=0)
     with pytest.raises(ValueError, match="got 1 prompts for 2 completions"):
         novelty(["p"], ["a", "b"], None)
-    with pytest.raises(ValueError, match="needs one dialogue prompt per completion"):
+    with pytest.raises(ValueError, match="needs one prompt per completion"):
         NoSpeakerTurns()(["p"], ["a", "b"], None)
     # SAMSum-style names are speakers too; a name without the colon is a summary's word.
     chat = "Amanda: I baked cookies.\nJerry: Sure!"

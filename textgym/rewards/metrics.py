@@ -65,6 +65,17 @@ def _check_completions(name: str, completions: Sequence[str]) -> list[str]:
     return list(completions)
 
 
+def check_prompt_per_completion(
+    name: str, prompts: Sequence[str], completions: Sequence[str]
+) -> None:
+    """Raise for a reward that reads each completion's own prompt when the counts differ."""
+    if len(prompts) != len(completions):
+        raise ValueError(
+            f"reward {name!r} got {len(prompts)} prompts for {len(completions)} completions; "
+            "it reads each completion's prompt, so it needs one prompt per completion"
+        )
+
+
 def _require_references(
     name: str, references: Sequence[Sequence[str] | str] | None, batch: int
 ) -> list[list[str]]:
@@ -848,11 +859,7 @@ class SourceNovelty:
         **meta: Any,
     ) -> np.ndarray:
         completions = _check_completions(self.name, completions)
-        if len(prompts) != len(completions):
-            raise ValueError(
-                f"reward {self.name!r} got {len(prompts)} prompts for {len(completions)} "
-                "completions; it needs one source prompt per completion"
-            )
+        check_prompt_per_completion(self.name, prompts, completions)
         out = np.ones(len(completions), dtype=np.float32)
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             grams = self._grams(completion)

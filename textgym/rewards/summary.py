@@ -66,7 +66,7 @@ from textgym.rewards.base import (
     register_reward,
     score,
 )
-from textgym.rewards.metrics import SourceNovelty
+from textgym.rewards.metrics import SourceNovelty, check_prompt_per_completion
 
 ROUGE_MINILM_WEIGHTS: dict[str, float] = {
     "rouge_l": 1.0,
@@ -157,11 +157,7 @@ class NoSpeakerTurns:
         references: list[list[str]] | None,
         **meta: Any,
     ) -> np.ndarray:
-        if len(prompts) != len(completions):
-            raise ValueError(
-                f"reward {self.name!r} got {len(prompts)} prompts for {len(completions)} "
-                "completions; it needs one dialogue prompt per completion"
-            )
+        check_prompt_per_completion(self.name, prompts, completions)
         out = np.ones(len(completions), dtype=np.float32)
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             speakers = dialogue_speakers(prompt)
