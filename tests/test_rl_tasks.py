@@ -300,21 +300,27 @@ def test_reference_length_and_rouge_minilm():
 
 DIALOGUE = (
     "user: Summarize the following dialogue in one sentence.\n\n"
-    "#Person1#: Happy birthday, Aims!\n#Person2#: Thank you, Lisa.\n"
-    "#Person1#: Here is a present for you. I hope you like it.\n"
-    "#Person2#: Oh, great! I love it! You know I've been expecting this for a long time."
+    "#Person1#: Happy anniversary, Tom!\n#Person2#: Thanks, Mia.\n"
+    "#Person1#: I baked you a cake. I hope you like chocolate.\n"
+    "#Person2#: Chocolate! It's my favourite! You remembered after all these years."
 )
 
 
 def test_rouge_minilm_scores_copies_and_transcripts_of_the_dialogue_below_a_summary():
     # GRPO won the ungated reward by copying the dialogue, the novelty-gated one by writing new
     # "#Person1#:" turns, and one that matched those tags exactly by writing "Person1:" turns.
-    summary = "Lisa gives Aims a birthday present and Aims loves it."
-    copy = "#Person1#: Happy birthday, Aims!\n#Person2#: Thank you, Lisa.\n#Person1#: Here is"
-    transcript = "#Person1#: Lisa gives Aims a gift.\n#Person2#: Aims loves the birthday present."
-    respelled = 'Person1: "Lisa gives Aims a gift." Person2: "Aims loves the birthday present."'
+    summary = "Mia bakes Tom a chocolate cake for their anniversary and Tom loves it."
+    copy = "#Person1#: Happy anniversary, Tom!\n#Person2#: Thanks, Mia.\n#Person1#: I baked"
+    transcript = "#Person1#: Mia gives Tom a cake.\n#Person2#: Tom loves the anniversary cake."
+    respelled = 'Person1: "Mia gives Tom a cake." Person2: "Tom loves the anniversary cake."'
     other = "Person2 wants to book a flight to Paris."  # a fluent summary of the wrong dialogue
-    candidates = ["Lisa gives Aims a present for her birthday.", copy, transcript, respelled, other]
+    candidates = [
+        "Mia bakes a cake for Tom on their anniversary.",
+        copy,
+        transcript,
+        respelled,
+        other,
+    ]
     refs = [[summary]] * len(candidates)
     prompts = [DIALOGUE] * len(candidates)
     ungated = rouge_minilm(min_novelty=0, device="cpu")(prompts, candidates, refs)
