@@ -826,8 +826,8 @@ class SourceNovelty:
     """The fraction of the completion's word n-grams that do not occur in the prompt, in [0, 1].
 
     A summary restates its source in fewer, other words; a copy of the source scores 0. Words
-    are lower-cased runs of letters and digits (punctuation, such as a dialogue's
-    ``#Person1#:`` tags, does not count). A completion with fewer than ``n`` words has nothing
+    are lower-cased runs of letters, digits and underscores (punctuation, such as the ``#``
+    and ``:`` of a dialogue's ``#Person1#:`` tags, does not count). A completion with fewer than ``n`` words has nothing
     to copy and scores 1.
 
     Args:

@@ -130,7 +130,7 @@ def dialogue_speakers(prompt: str) -> set[str]:
     ['mrsmith', 'person1', 'smith', 'user']
     """
     names = _SPEAKER.findall(prompt)
-    return {_bare(n) for n in names} | {_bare(n.split()[-1]) for n in names} - {""}
+    return ({_bare(n) for n in names} | {_bare(n.split()[-1]) for n in names}) - {""}
 
 
 class NoSpeakerTurns:
