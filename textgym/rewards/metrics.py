@@ -860,12 +860,12 @@ class SourceNovelty:
     ) -> np.ndarray:
         completions = _check_completions(self.name, completions)
         check_prompt_per_completion(self.name, prompts, completions)
+        sources = {p: set(self._grams(p)) for p in set(prompts)}  # a GRPO group shares one
         out = np.ones(len(completions), dtype=np.float32)
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             grams = self._grams(completion)
             if grams:
-                source = set(self._grams(prompt))
-                out[i] = sum(g not in source for g in grams) / len(grams)
+                out[i] = sum(g not in sources[prompt] for g in grams) / len(grams)
         return out
 
     def __repr__(self) -> str:

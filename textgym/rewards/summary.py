@@ -158,10 +158,10 @@ class NoSpeakerTurns:
         **meta: Any,
     ) -> np.ndarray:
         check_prompt_per_completion(self.name, prompts, completions)
+        speakers = {p: dialogue_speakers(p) for p in set(prompts)}  # a GRPO group shares one
         out = np.ones(len(completions), dtype=np.float32)
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-            speakers = dialogue_speakers(prompt)
-            if any(_bare(label) in speakers for label in _LABEL.findall(completion)):
+            if any(_bare(label) in speakers[prompt] for label in _LABEL.findall(completion)):
                 out[i] = 0.0
         return out
 
