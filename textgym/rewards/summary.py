@@ -217,16 +217,18 @@ class SummaryGate(ComponentReward):
         **meta: Any,
     ) -> dict[str, np.ndarray]:
         _, parts = score(self.reward, prompts, completions, references, **meta)
-        parts["novelty"] = self.novelty(prompts, completions, references)
+        parts[self.novelty.name] = self.novelty(prompts, completions, references)
         if self.turns is not None:
-            parts["no_turns"] = self.turns(prompts, completions, references)
+            parts[self.turns.name] = self.turns(prompts, completions, references)
         return parts
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        inner = {k: v for k, v in parts.items() if k not in ("novelty", "no_turns")}
+        gates = (self.novelty.name, NoSpeakerTurns.name)
+        inner = {k: v for k, v in parts.items() if k not in gates}
         combine = getattr(self.reward, "combine", None)
         total = combine(inner) if callable(combine) else next(iter(inner.values()))
-        gate = np.minimum(1.0, parts["novelty"] / self.min_novelty) * parts.get("no_turns", 1.0)
+        gate = np.minimum(1.0, parts[self.novelty.name] / self.min_novelty)
+        gate = gate * parts.get(NoSpeakerTurns.name, 1.0)
         return (total * gate).astype(np.float32)
 
     def __repr__(self) -> str:
