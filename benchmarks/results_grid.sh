@@ -88,20 +88,25 @@ run taskmaster4_rlhf grpo 1
 # dialogue and the novelty-gated one by writing new dialogue turns (docs/results/pilot-*).
 run dialogsum_rl base 0
 run dialogsum_rl grpo 0
-# The other baselines: SFT on the references, DPO on (reference, base greedy) pairs, and
-# best-of-4 by the task's reward.
+# Every on-policy algorithm on the two dialogue tasks (seed 0), to rank them per task; then more
+# DialogSum seeds, the stable-baselines3 runs, the remaining baselines (SFT on the references,
+# DPO on (reference, base greedy) pairs, best-of-4 by the task's reward) and the other seeds.
+for task in dialogsum_rl taskmaster4_rlhf; do
+  for algo in rloo reinforce; do run $task $algo 0; done
+done
+for seed in 1 2; do run dialogsum_rl grpo $seed; done
+for task in dialogsum_rl taskmaster4_rlhf; do run $task ppo 0; done
+for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo 0; done
 for task in sst2_sentiment taskmaster4_rlhf dialogsum_rl; do
   for algo in sft dpo best-of-n; do run $task $algo 0; done
 done
 run taskmaster4_rlhf grpo 2
 for seed in 3 4; do run sst2_sentiment ppo $seed; done
-for seed in 1 2; do run dialogsum_rl grpo $seed; done
-for algo in grpo rloo reinforce; do for seed in 1 2; do run sst2_sentiment $algo $seed; done; done
-run taskmaster4_rlhf ppo 0
-run dialogsum_rl ppo 0
-for seed in 1 2; do for task in dialogsum_rl taskmaster4_rlhf; do run $task ppo $seed; done; done
-for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo 0; done
-for task in dialogsum_rl taskmaster4_rlhf; do
-  for algo in rloo reinforce; do run $task $algo 0; done
+for algo in grpo rloo reinforce; do for seed in 1 2 3 4; do run sst2_sentiment $algo $seed; done; done
+for seed in 1 2; do
+  for task in dialogsum_rl taskmaster4_rlhf; do
+    for algo in rloo reinforce ppo; do run $task $algo $seed; done
+  done
 done
+for seed in 1 2 3 4; do for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done; done
 echo "grid: $(date -u +%FT%TZ) done"
