@@ -19,12 +19,15 @@ hidden state is the critic (the LM body is shared). Importing this module regist
   repeated query (``predict_values`` on the last observation) is free. The cache is dropped
   when the weights change (after each update), so the first step of the next rollout runs the
   full prefixes once.
-- Training (``evaluate_actions``) runs the whole prefix of every sampled step: SB3's buffers
-  shuffle single steps, so there is no shared prefix to reuse. The LM head runs on the last
-  position only; the cost is one prefill per sample, which is what remains. Its memory grows
-  with ``batch_size`` x prefix length: PPO's default ``batch_size=64`` with SmolLM2-135M on
-  prefixes of up to 60 tokens took the process to about 10 GB on CPU (OOM-killed on a shared
-  machine), so use a smaller ``batch_size`` there.
+- Training (``evaluate_actions``) shares prefixes. SB3's buffers shuffle single steps, but the
+  steps of one episode in a minibatch extend one another, so
+  :func:`textgym.lm.shared_prefix_forward` runs each episode once (up to its latest step there)
+  and reads every step's logits and hidden state at that step's own column: a minibatch of S
+  steps from E episodes costs E prefills, not S. Large minibatches of whole episodes therefore
+  cost about what the custom trainer pays: ``n_steps`` = the episode length and
+  ``batch_size`` = half a rollout put each episode in both minibatches once. Memory grows with
+  E x prefix length, and the LM head runs on up to N + 1 columns of each episode.
+  ``share_prefixes=False`` runs each step's whole prefix instead (same numbers).
 - Sampling is :func:`textgym.lm.sample_tokens` (inverse-CDF: exact, masked tokens never drawn,
   from torch's global generator, which SB3 seeds), the same sampler as the custom rollout.
 - Logits come from :func:`textgym.lm.forward` (the model's own forward, so logit scaling and
@@ -71,6 +74,7 @@ from textgym.lm import (
     check_vocab,
     last_token_forward,
     sample_tokens,
+    shared_prefix_forward,
     value_head,
 )
 from textgym.rewards.online import OnlineReward, online_rewards
@@ -130,11 +134,13 @@ class _LMPolicyMixin:
         action_space: spaces.Space,
         model: ModelSpec,
         prefix_cache: bool,
+        share_prefixes: bool,
     ) -> None:
         self.vocab_size = check_spaces(observation_space, action_space)
         # A plain attribute, not a submodule: the built LM is registered once, as ``lm``.
         object.__setattr__(self, "model_spec", model)
         self.prefix_cache = prefix_cache
+        self.share_prefixes = share_prefixes
         # The rollout KV cache, built on the first no-grad call (its incremental_rows and
         # full_rows count one-token and whole-prefix forwards).
         self.rollout_cache: PrefixCache | None = None
@@ -156,7 +162,11 @@ class _LMPolicyMixin:
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()  # type: ignore[misc]
-        data.update(model=self.model_spec, prefix_cache=self.prefix_cache)
+        data.update(
+            model=self.model_spec,
+            prefix_cache=self.prefix_cache,
+            share_prefixes=self.share_prefixes,
+        )
         return data
 
     # -- the LM ------------------------------------------------------------------------------
@@ -171,6 +181,8 @@ class _LMPolicyMixin:
             if self.rollout_cache is None:
                 self.rollout_cache = PrefixCache(self.lm, self.vocab_size)
             return self.rollout_cache(ids, mask, version=self._weights_version())
+        if self.share_prefixes:
+            return shared_prefix_forward(self.lm, ids, mask, self.vocab_size)
         logits, hidden, _ = last_token_forward(self.lm, ids, mask, self.vocab_size)
         return logits, hidden
 
@@ -238,6 +250,10 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
             trained weights are restored from the saved state dict either way.
         prefix_cache: reuse a per-env KV cache during rollouts (default True); False runs the
             whole prefix every step (same numbers, slower).
+        share_prefixes: in training (and in rollouts without the prefix cache), run each
+            episode of a batch once and read every step's logits at its own position (default
+            True); False runs each step's whole prefix (same numbers, up to one episode length
+            times slower).
 
     The remaining keyword arguments are :class:`ActorCriticPolicy`'s; ``net_arch``,
     ``activation_fn`` and ``features_extractor_class`` do not apply (the LM is the network).
@@ -261,9 +277,10 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
         lr_schedule: Schedule,
         model: ModelSpec = "smollm2-135m",
         prefix_cache: bool = True,
+        share_prefixes: bool = True,
         **kwargs: Any,
     ) -> None:
-        self._init_lm_args(observation_space, action_space, model, prefix_cache)
+        self._init_lm_args(observation_space, action_space, model, prefix_cache, share_prefixes)
         kwargs.update(net_arch=[], ortho_init=False)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
@@ -295,9 +312,10 @@ class MaskableLMActorCriticPolicy(_LMPolicyMixin, MaskableActorCriticPolicy):
         lr_schedule: Schedule,
         model: ModelSpec = "smollm2-135m",
         prefix_cache: bool = True,
+        share_prefixes: bool = True,
         **kwargs: Any,
     ) -> None:
-        self._init_lm_args(observation_space, action_space, model, prefix_cache)
+        self._init_lm_args(observation_space, action_space, model, prefix_cache, share_prefixes)
         kwargs.update(net_arch=[], ortho_init=False)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 

@@ -8,21 +8,23 @@ record a value per step (no reference model):
   forward per step);
 - ``sb3``: the rollout phase of ``PPO("LMPolicy")`` over a ``DummyVecEnv`` of B envs, with the
   per-env prefix KV cache (``sb3 no-cache``: the whole prefix every step, for reference);
-- ``sb3 learn``: the same PPO's whole ``learn()`` (rollout + one epoch of updates), what SB3's
-  ``time/fps`` reports.
+- ``sb3 learn``: a PPO's whole ``learn()`` (rollouts + two epochs of two minibatches, each
+  episode prefilled once per minibatch), what SB3's ``time/fps`` reports; ``sb3 learn
+  per-step``: the same with one prefill per step (``share_prefixes=False``), for reference.
 
 Rollout phases are timed after an untimed warm-up (prompts encoded, caches built); the methods
 take turns ``--repeats`` times and the median rate is reported, so a busy machine hurts each
-alike. The closing line is the ratio custom / sb3.
+alike. The closing lines are the ratios custom / sb3 rollout and shared / per-step learn.
 
     python benchmarks/sb3_throughput.py [--model smollm2-135m|tiny] [--num-envs 16]
-        [--max-new-tokens 16] [--repeats 3] [--threads 1]
+        [--max-new-tokens 16] [--repeats 3] [--threads 1] [--skip-slow]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -70,13 +72,13 @@ def sb3_rate(model: torch.nn.Module, args: argparse.Namespace, prefix_cache: boo
     return timer.rate
 
 
-def sb3_learn_rate(model: torch.nn.Module, args: argparse.Namespace) -> float:
-    """Env steps/s of a whole PPO ``learn()``: two rollouts of N steps and their updates."""
+def sb3_learn_rate(model: torch.nn.Module, args: argparse.Namespace, share_prefixes: bool) -> float:
+    """Env steps/s of a whole PPO ``learn()``: two rollouts of N steps, each followed by two epochs
+    of two minibatches (the ``textgym bench`` settings of sb3-ppo)."""
     B, N = args.num_envs, args.max_new_tokens
     venv = DummyVecEnv([lambda: gym.make("TextGen-v0", **env_kwargs(args))] * B)
-    # batch_size B: gradients through the whole prefix of 64 samples of SmolLM2 took ~10 GB.
-    ppo = PPO("LMPolicy", venv, n_steps=N, batch_size=B, n_epochs=1, seed=0,
-              policy_kwargs={"model": model})  # fmt: skip
+    ppo = PPO("LMPolicy", venv, n_steps=N, batch_size=N * B // 2, n_epochs=2, seed=0,
+              policy_kwargs={"model": model, "share_prefixes": share_prefixes})  # fmt: skip
     start = time.perf_counter()
     ppo.learn(2 * N * B)
     return ppo.num_timesteps / (time.perf_counter() - start)
@@ -109,7 +111,12 @@ def main() -> None:
     parser.add_argument("--task", default="keywords")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--skip-no-cache", action="store_true", help="skip the slow no-cache run")
+    parser.add_argument(
+        "--skip-slow",
+        action="store_true",
+        help="skip the reference runs: the rollout without the prefix cache and the learn() "
+        "with one prefill per step (share_prefixes=False)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,10 +126,11 @@ def main() -> None:
     methods: dict[str, Callable[[torch.nn.Module], float]] = {
         "custom": lambda m: custom_rate(m, args),
         "sb3": lambda m: sb3_rate(m, args, prefix_cache=True),
-        "sb3 learn": lambda m: sb3_learn_rate(m, args),
+        "sb3 learn": lambda m: sb3_learn_rate(m, args, share_prefixes=True),
     }
-    if not args.skip_no_cache:
+    if not args.skip_slow:
         methods["sb3 no-cache"] = lambda m: sb3_rate(m, args, prefix_cache=False)
+        methods["sb3 learn per-step"] = lambda m: sb3_learn_rate(m, args, share_prefixes=False)
     rates: dict[str, list[float]] = {name: [] for name in methods}
     with tqdm(total=args.repeats * len(methods), desc="measuring") as bar:
         for _ in range(args.repeats):
@@ -136,8 +144,12 @@ def main() -> None:
     )
     median = {name: statistics.median(values) for name, values in rates.items()}
     for name, rate in median.items():
-        print(f"{name:14} {rate:10,.1f} env steps/s")
+        print(f"{name:18} {rate:10,.1f} env steps/s")
     print(f"ratio custom / sb3 rollout: {median['custom'] / median['sb3']:.2f}x")
+    if "sb3 learn per-step" in median:
+        shared, per_step = median["sb3 learn"], median["sb3 learn per-step"]
+        print(f"ratio sb3 learn shared / per-step prefills: {shared / per_step:.2f}x")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from agents.sb3 import KLRewardCallback, LMActorCriticPolicy, MaskableLMActorCriticPolicy
+from textgym.lm import extending_rows, last_token_forward, token_logprobs
 from textgym.models import tiny_model
 from textgym.reference import ReferenceLM
 from textgym.tasks.base import Sample, Task
@@ -82,6 +83,53 @@ def test_cached_rollout_matches_the_training_forward(tokenizer, small_task):
         obs, *_ = venv.step(actions.numpy())
     cache = policy.rollout_cache
     assert cache.incremental_rows == 3 * 4 and cache.full_rows == 3 * 3
+
+
+def test_training_forward_runs_each_episode_once_with_the_same_gradients(tokenizer, small_task):
+    """``evaluate_actions`` on a shuffled rollout buffer prefills each episode once (its steps
+    extend one another) and gives the log-probs, values and gradients of one forward per step."""
+    venv = DummyVecEnv([lambda: make_env(small_task, tokenizer) for _ in range(3)])
+    model = PPO("LMPolicy", venv, n_steps=7, batch_size=21, n_epochs=1, learning_rate=0.0,
+                policy_kwargs={"model": tiny_model(tokenizer)})  # fmt: skip
+    model.learn(21)  # one rollout; the buffer keeps it after the (zero-lr) update
+    policy, buffer = model.policy, model.rollout_buffer
+    with torch.no_grad():  # make the value head non-trivial
+        policy.value_net.weight.normal_()
+    data = next(buffer.get(None))  # all 21 steps, shuffled
+    ids, mask = data.observations["input_ids"], data.observations["attention_mask"]
+    # The runs: observations no other one extends (episodes' last steps; a prompt-only first step
+    # is extended by any episode with that prompt), counted here on (prompt, completion) tuples.
+    steps = {
+        (tuple(i[:24][m[:24] > 0].tolist()), tuple(i[24:][m[24:] > 0].tolist()))
+        for i, m in zip(ids.long(), mask, strict=True)
+    }
+    runs = [(p, c) for p, c in steps if not any(q == p and d[: len(c)] == c != d for q, d in steps)]
+    episodes = 3 + int(buffer.episode_starts[1:].sum())  # an env's first step starts one
+    assert len(runs) <= episodes < 21
+    assert len(extending_rows(ids, mask).unique()) == len(runs)
+
+    def loss_and_grads(values, logp):
+        policy.zero_grad()
+        (values.sum() + logp.sum()).backward()
+        return [p.grad.clone() for p in policy.parameters() if p.grad is not None]
+
+    values, logp, _ = policy.evaluate_actions(data.observations, data.actions)
+    shared = loss_and_grads(values, logp)
+    per_step = [
+        last_token_forward(policy.lm, ids[i : i + 1], mask[i : i + 1], policy.vocab_size)
+        for i in range(len(ids))
+    ]
+    separate_values = torch.cat([policy.value_net(hidden) for _, hidden, _ in per_step])
+    separate_logp = torch.cat(
+        [
+            token_logprobs(logits, data.actions[i : i + 1].long().flatten())
+            for i, (logits, _, _) in enumerate(per_step)
+        ]
+    )
+    torch.testing.assert_close(values, separate_values, atol=1e-4, rtol=0)
+    torch.testing.assert_close(logp, separate_logp, atol=1e-4, rtol=0)
+    for a, b in zip(shared, loss_and_grads(separate_values, separate_logp), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
 def test_prefix_cache_off_gives_the_same_actions_through_an_episode(tokenizer, small_task):

@@ -217,6 +217,70 @@ def last_token_forward(
     return out.logits[:, -1], out.hidden[:, -1], out.cache  # type: ignore[index]
 
 
+def extending_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) for each observation, the longest observation of the batch that extends it.
+
+    Observation j extends i when both hold the same tokens in every column up to i's last
+    token: the same prompt and i's completion as a prefix of j's (in a causal LM, i's last-token
+    logits are then j's logits at that column). Every row extends itself; among the longest
+    extensions the first row is taken, so one episode's steps all point to its latest step.
+
+    >>> ids = torch.tensor([[0, 5, 6, 0], [0, 5, 6, 7], [9, 5, 6, 0]])
+    >>> mask = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0]])
+    >>> extending_rows(ids, mask).tolist()  # row 2's prompt differs: it stands alone
+    [1, 1, 2]
+    """
+    end = content_end(attention_mask)  # (B,)
+    tokens = torch.where(attention_mask.bool(), input_ids.long(), -1)  # (B, L): padding reads -1
+    compared = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < end[:, None]  # (B, L)
+    rows = torch.empty_like(end)
+    for start in range(0, len(tokens), 256):  # (256, B, L) comparisons at a time
+        i = slice(start, start + 256)
+        same = (tokens[i, None, :] == tokens[None, :, :]) | ~compared[i, None, :]
+        extends = same.all(-1)  # (b, B): row j extends row i
+        # The longest extension, the first on ties: end * B - j is largest there.
+        score = end[None, :] * len(tokens) - torch.arange(len(tokens), device=end.device)
+        rows[i] = torch.where(extends, score, -1).argmax(1)
+    return rows
+
+
+def shared_prefix_forward(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`last_token_forward`'s ``(logits (B, V), hidden (B, H))``, one forward per episode.
+
+    Steps of one episode extend one another (:func:`extending_rows`), so only the longest of
+    them runs through the model and every step reads its logits at its own last column. A batch
+    of S steps from E episodes costs E prefills instead of S: this is what makes training on
+    single steps (stable-baselines3's minibatches) affordable for an LM. Gradients flow to the
+    same weights as S separate forwards would.
+
+    >>> from textgym.models import shared_tokenizer, tiny_model
+    >>> model = tiny_model(shared_tokenizer("smollm2-135m"))
+    >>> ids = torch.tensor([[0, 5, 6, 0], [0, 5, 6, 7], [9, 5, 6, 0]])
+    >>> mask = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0]])
+    >>> logits, hidden = shared_prefix_forward(model, ids, mask, 49152)
+    >>> separate, _, _ = last_token_forward(model, ids, mask, 49152)
+    >>> logits.shape, bool(torch.allclose(logits, separate, atol=1e-5))
+    (torch.Size([3, 49152]), True)
+    """
+    ids, mask = input_ids.long(), attention_mask.long()
+    rows = extending_rows(ids, mask)  # (B,)
+    runs, run_of = rows.unique(return_inverse=True)  # (R,), (B,)
+    last = content_end(mask) - 1  # (B,) each step's last column
+    first = int(mask[runs].any(0).to(torch.int8).argmax())  # drop columns padded in every run
+    columns, column_of = (last - first).unique(return_inverse=True)  # (C,), (B,)
+    out = forward(
+        model,
+        ids[runs, first : int(last.max()) + 1],
+        mask[runs, first : int(last.max()) + 1],
+        keep=columns,
+        vocab_size=vocab_size,
+        hidden=True,
+    )
+    return out.logits[run_of, column_of], out.hidden[run_of, column_of]  # type: ignore[index]
+
+
 # ----------------------------------------------------------------------------- log-probs
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """log softmax(logits / scale) at ``tokens``: (..., V), (...) -> (...) float32.
@@ -535,12 +599,14 @@ __all__ = [
     "Sampling",
     "check_vocab",
     "content_end",
+    "extending_rows",
     "forward",
     "last_token_forward",
     "positions",
     "right_align",
     "sample_tokens",
     "sequence_logprobs",
+    "shared_prefix_forward",
     "token_logprobs",
     "top_filter",
     "top_set",

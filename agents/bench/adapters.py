@@ -252,13 +252,18 @@ def train_dpo(spec: RunSpec) -> Trained:
     )
 
 
-SB3_OPTIONS = {"learning_rate": 1e-5, "n_steps": 8, "batch_size": 32, "n_epochs": 1,
-               "kl_coef": 0.05, "top_k": 16}  # fmt: skip
+SB3_OPTIONS: dict[str, Any] = {
+    "learning_rate": 1e-5, "n_steps": None, "batch_size": None, "n_epochs": 2, "vf_coef": 0.1,
+    "max_grad_norm": 1.0, "kl_coef": 0.05, "top_k": 16,
+}  # fmt: skip
 """Settings of the stable-baselines3 runs (``--set sb3-ppo.n_steps=16`` etc.) and their defaults.
 
-``n_steps`` is per env (a rollout holds ``n_steps * batch_size`` tokens of the grid), ``kl_coef``
-the KL shaping weight of sb3-ppo (:class:`textgym.wrappers.KLPenalty`), ``top_k`` the reference
-top-k action mask of maskable-ppo (:class:`textgym.wrappers.ReferenceActionMask`)."""
+They mirror ``ppo``'s config: a rollout of one episode per env (``n_steps`` None: the grid's
+``max_new_tokens``), two epochs of two minibatches (``batch_size`` None: half a rollout, which
+holds every episode, so :func:`textgym.lm.shared_prefix_forward` prefills each episode once per
+minibatch), the value loss weight and the gradient clip. ``kl_coef`` is the KL shaping weight of
+sb3-ppo (:class:`textgym.wrappers.KLPenalty`), ``top_k`` the reference top-k action mask of
+maskable-ppo (:class:`textgym.wrappers.ReferenceActionMask`)."""
 
 
 def train_sb3(spec: RunSpec) -> Trained:
@@ -276,6 +281,9 @@ def train_sb3(spec: RunSpec) -> Trained:
     b = spec.bench
     o = {**SB3_OPTIONS, **spec.options}
     masked = spec.algo == "maskable-ppo"
+    # Resolved defaults (SB3_OPTIONS): one episode per env a rollout, in two minibatches.
+    o["n_steps"] = o["n_steps"] or b.max_new_tokens
+    o["batch_size"] = o["batch_size"] or max(1, o["n_steps"] * b.batch_size // 2)
     reference = ReferenceLM(build_model(b.model, spec.tokenizer, spec.seed).eval())
     envs = make_vec_env(
         "TextGen-v0",
@@ -294,6 +302,8 @@ def train_sb3(spec: RunSpec) -> Trained:
         n_steps=o["n_steps"],
         batch_size=o["batch_size"],
         n_epochs=o["n_epochs"],
+        vf_coef=o["vf_coef"],
+        max_grad_norm=o["max_grad_norm"],
         gamma=1.0,
         seed=spec.seed,
         device=str(resolve_device(b.device)),
