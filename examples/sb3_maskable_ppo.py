@@ -50,13 +50,13 @@ def main(argv: list[str] | None = None) -> float:
         wrapper_class=ReferenceActionMask,
         wrapper_kwargs={"reference": reference, "top_k": args.top_k},
     )
-    n_steps = min(32, max(1, args.timesteps // args.num_envs))
+    n_steps = args.max_new_tokens  # one episode per env a rollout, in two minibatches of them
     model = MaskablePPO(
         "LMPolicy",
         envs,
         learning_rate=1e-5,
         n_steps=n_steps,
-        batch_size=min(16, n_steps * args.num_envs),  # gradients through whole prefixes
+        batch_size=max(1, n_steps * args.num_envs // 2),  # each episode prefilled once in each
         n_epochs=2,
         gamma=1.0,
         seed=args.seed,

@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> float:
     )
     common = {"gamma": 1.0, "seed": args.seed, "verbose": 1, "policy_kwargs": {"model": policy_lm}}
     if args.algo == "ppo":
-        n_steps = min(32, max(1, args.timesteps // args.num_envs))
-        # Small minibatches: each sample's gradient runs through its whole prefix (memory).
-        batch = min(16, n_steps * args.num_envs)
-        model = PPO("LMPolicy", envs, learning_rate=1e-5, n_steps=n_steps, batch_size=batch,
-                    n_epochs=2, **common)  # fmt: skip
+        # A rollout of one episode per env in two minibatches: each minibatch holds every
+        # episode, and the LM policy prefills an episode once for all its steps there.
+        n_steps = args.max_new_tokens
+        model = PPO("LMPolicy", envs, learning_rate=1e-5, n_steps=n_steps,
+                    batch_size=max(1, n_steps * args.num_envs // 2), n_epochs=2, **common)  # fmt: skip
     else:
         model = A2C("LMPolicy", envs, learning_rate=1e-5, n_steps=8, **common)
 
