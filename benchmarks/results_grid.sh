@@ -88,15 +88,15 @@ run taskmaster4_rlhf grpo 1
 # dialogue and the novelty-gated one by writing new dialogue turns (docs/results/pilot-*).
 run dialogsum_rl base 0
 run dialogsum_rl grpo 0
-# Every on-policy algorithm on the two dialogue tasks (seed 0), to rank them per task; then more
-# DialogSum seeds, the stable-baselines3 runs, the remaining baselines (SFT on the references,
-# DPO on (reference, base greedy) pairs, best-of-4 by the task's reward) and the other seeds.
-for task in dialogsum_rl taskmaster4_rlhf; do
-  for algo in rloo reinforce; do run $task $algo 0; done
-done
+# Every on-policy algorithm on the two dialogue tasks (seed 0), to rank them per task, with the
+# stable-baselines3 agents on sentiment between them (one prefill per episode made those
+# affordable: agents/sb3.py); then more DialogSum seeds, the remaining baselines (SFT on the
+# references, DPO on (reference, base greedy) pairs, best-of-4 by the task's reward) and seeds.
+for algo in rloo reinforce; do run dialogsum_rl $algo 0; done
+for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo 0; done
+for algo in rloo reinforce; do run taskmaster4_rlhf $algo 0; done
 for seed in 1 2; do run dialogsum_rl grpo $seed; done
 for task in dialogsum_rl taskmaster4_rlhf; do run $task ppo 0; done
-for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo 0; done
 for task in sst2_sentiment taskmaster4_rlhf dialogsum_rl; do
   for algo in sft dpo best-of-n; do run $task $algo 0; done
 done
