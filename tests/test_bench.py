@@ -383,6 +383,16 @@ def test_sb3_algorithms_in_the_grid(tmp_path):
         assert r["metrics"]["eval/kl"] > 0  # trained away from the reference
 
 
+def test_sb3_defaults_give_each_rollout_one_episode_per_env_in_two_minibatches(tmp_path):
+    # 4 envs x 4-token episodes: rollouts of 16 tokens, minibatches of 8, as ppo's 2 x 2 epochs.
+    config = BenchConfig(**{**GRID, "algos": ("sb3-ppo",), "seeds": (0,), "budget_tokens": 16,
+                            "options": {}, "out_dir": str(tmp_path)})  # fmt: skip
+    (result,) = run_grid(config)
+    assert result["tokens"] == 16
+    expected = {"n_steps": 4, "batch_size": 8, "n_epochs": 2, "vf_coef": 0.1}
+    assert {k: result["config"][k] for k in expected} == expected
+
+
 def test_runs_finished_meanwhile_by_another_invocation_are_skipped(tmp_path, monkeypatch):
     config = BenchConfig(**{**GRID, "algos": ("base",), "out_dir": str(tmp_path), "options": {}})
     real = bench.ADAPTERS["base"]
