@@ -150,11 +150,12 @@ class _LMPolicyMixin:
         """The LM, a value head on its last hidden state, and the optimizer over both."""
         self.lm = build_lm(self.model_spec)
         check_vocab(self.lm, self.vocab_size)
+        # The critic starts at exactly 0 (value_head), not at SB3's orthogonal gain-1 init: SB3
+        # normalizes advantages per minibatch, so a random critic's values (about +-1.4 on
+        # SmolLM2's hidden states, whose norms are about 40) become advantages larger than the
+        # reward's own spread, and the policy drifts on noise (on sentiment: KL 4.9, reward below
+        # the untrained model's; docs/results.md). With no reward at all, nothing moves.
         self.value_net = value_head(self.lm)
-        # SB3's own critic convention (its ortho_init, gain 1 for value nets): with zero weights
-        # every value is 0, and where the first rewards are all 0 too (a KL-shaped reward at the
-        # reference) PPO's advantages are exactly 0 and nothing would ever move.
-        nn.init.orthogonal_(self.value_net.weight, gain=1.0)
         self.optimizer = self.optimizer_class(  # type: ignore[attr-defined]
             self.parameters(),  # type: ignore[attr-defined]
             lr=lr_schedule(1),  # type: ignore[call-arg]

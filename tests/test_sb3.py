@@ -132,6 +132,16 @@ def test_training_forward_runs_each_episode_once_with_the_same_gradients(tokeniz
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
+def test_the_critic_starts_at_zero_so_no_noise_becomes_advantage(tokenizer, small_task):
+    """SB3 normalizes advantages per minibatch: a random critic's values would become advantages
+    as large as the reward's. The LM policy's critic starts at exactly 0 for every state."""
+    venv = DummyVecEnv([lambda: make_env(small_task, tokenizer) for _ in range(3)])
+    for algo in (PPO, MaskablePPO, A2C):
+        policy = algo("LMPolicy", venv, policy_kwargs={"model": tiny_model(tokenizer)}).policy
+        obs, _ = policy.obs_to_tensor(venv.reset())
+        assert policy.predict_values(obs).abs().max().item() == 0.0
+
+
 def test_prefix_cache_off_gives_the_same_actions_through_an_episode(tokenizer, small_task):
     env = make_env(small_task, tokenizer, max_new_tokens=5)
     models = [
