@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> float:
         # A rollout of one episode per env in two minibatches: each minibatch holds every
         # episode, and the LM policy prefills an episode once for all its steps there.
         n_steps = args.max_new_tokens
-        model = PPO("LMPolicy", envs, learning_rate=1e-5, n_steps=n_steps,
-                    batch_size=max(1, n_steps * args.num_envs // 2), n_epochs=2, **common)  # fmt: skip
+        batch = max(1, n_steps * args.num_envs // 2)
+        model = PPO("LMPolicy", envs, learning_rate=1e-5, n_steps=n_steps, batch_size=batch,
+                    n_epochs=2, **common)  # fmt: skip
     else:
         model = A2C("LMPolicy", envs, learning_rate=1e-5, n_steps=8, **common)
 

@@ -233,14 +233,14 @@ def extending_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tor
     end = content_end(attention_mask)  # (B,)
     tokens = torch.where(attention_mask.bool(), input_ids.long(), -1)  # (B, L): padding reads -1
     compared = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < end[:, None]  # (B, L)
+    # The longest extension, the first on ties: end * B - j is largest there.
+    score = end * len(tokens) - torch.arange(len(tokens), device=end.device)  # (B,)
     rows = torch.empty_like(end)
     for start in range(0, len(tokens), 256):  # (256, B, L) comparisons at a time
         i = slice(start, start + 256)
         same = (tokens[i, None, :] == tokens[None, :, :]) | ~compared[i, None, :]
         extends = same.all(-1)  # (b, B): row j extends row i
-        # The longest extension, the first on ties: end * B - j is largest there.
-        score = end[None, :] * len(tokens) - torch.arange(len(tokens), device=end.device)
-        rows[i] = torch.where(extends, score, -1).argmax(1)
+        rows[i] = torch.where(extends, score[None, :], -1).argmax(1)
     return rows
 
 
