@@ -96,9 +96,17 @@ def test_group_baselines_hand_computed():
 # -- one update ------------------------------------------------------------------------------
 
 
+def completion_chars(prompts, completions, references, **meta) -> np.ndarray:
+    """A reward that differs between almost any two random completions (their lengths in
+    characters), so GRPO's groups are never flat: the keyword reward of a random tiny LM is 0
+    for every completion on some CPUs, and then nothing would have to move."""
+    return np.array([len(c) for c in completions], dtype=np.float32)
+
+
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
 def test_one_update_changes_every_trainable_parameter_and_not_the_reference(algo, tmp_path):
-    trainer = Trainer(tiny_config(algo, tmp_path, kl_coef=0.1, learning_rate=1e-3))
+    reward = "tests.test_trainer:completion_chars"
+    trainer = Trainer(tiny_config(algo, tmp_path, kl_coef=0.1, learning_rate=1e-3, reward=reward))
     policy = trainer.policy
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
     reference = policy.reference
