@@ -827,8 +827,8 @@ class SourceNovelty:
 
     A summary restates its source in fewer, other words; a copy of the source scores 0. Words
     are lower-cased runs of letters, digits and underscores (punctuation, such as the ``#``
-    and ``:`` of a dialogue's ``#Person1#:`` tags, does not count). A completion with fewer than ``n`` words has nothing
-    to copy and scores 1.
+    and ``:`` of a dialogue's ``#Person1#:`` tags, does not count). A completion with fewer
+    than ``n`` words has nothing to copy and scores 1.
 
     Args:
         n: the n-gram size (>= 1). ``n=3`` by default: DialogSum's references share many
