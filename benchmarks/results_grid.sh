@@ -100,13 +100,16 @@ for task in dialogsum_rl taskmaster4_rlhf; do run $task ppo 0; done
 for task in sst2_sentiment taskmaster4_rlhf dialogsum_rl; do
   for algo in sft dpo best-of-n; do run $task $algo 0; done
 done
-run taskmaster4_rlhf grpo 2
-for seed in 3 4; do run sst2_sentiment ppo $seed; done
-for algo in grpo rloo reinforce; do for seed in 1 2 3 4; do run sst2_sentiment $algo $seed; done; done
+# Then a second and a third seed of every cell, cheapest first within a seed: DialogSum's
+# RLOO and REINFORCE, sentiment's GRPO, RLOO and REINFORCE, DialogSum's PPO, Taskmaster-4's.
 for seed in 1 2; do
-  for task in dialogsum_rl taskmaster4_rlhf; do
-    for algo in rloo reinforce ppo; do run $task $algo $seed; done
-  done
+  for algo in rloo reinforce; do run dialogsum_rl $algo $seed; done
+  for algo in grpo rloo reinforce; do run sst2_sentiment $algo $seed; done
+  run dialogsum_rl ppo $seed
+  for algo in rloo reinforce ppo; do run taskmaster4_rlhf $algo $seed; done
 done
+run taskmaster4_rlhf grpo 2
+# Sentiment has 5 seeds per cell.
+for seed in 3 4; do for algo in ppo grpo rloo reinforce; do run sst2_sentiment $algo $seed; done; done
 for seed in 1 2 3 4; do for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done; done
 echo "grid: $(date -u +%FT%TZ) done"
