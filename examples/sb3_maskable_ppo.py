@@ -2,7 +2,9 @@
 
 ``ReferenceActionMask`` exposes ``action_masks()``: the k tokens the frozen reference model
 finds most likely after the current prefix. sb3-contrib's MaskablePPO reads the masks through
-the vector env and never emits a masked token, which keeps the fine-tuned model fluent.
+the vector env and never emits a masked token. As in NLPO, ``KLPenalty`` and
+``KLRewardCallback`` also charge each token its KL to the reference: within the top k the
+policy can still drift (to repeating the prompt, on sentiment control) without it.
 
     python examples/sb3_maskable_ppo.py          # SmolLM2-135M policy and reference
     python examples/sb3_maskable_ppo.py --tiny   # tiny random LMs: a quick check
@@ -12,15 +14,16 @@ from __future__ import annotations
 
 import argparse
 
+import gymnasium as gym
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.evaluation import evaluate_policy
 from stable_baselines3.common.env_util import make_vec_env
 
-import agents.sb3  # noqa: F401  (registers "LMPolicy")
 import textgym  # noqa: F401  (registers TextGen-v0)
+from agents.sb3 import KLRewardCallback  # importing agents.sb3 registers "LMPolicy"
 from textgym.models import load_model, shared_tokenizer, tiny_model
 from textgym.reference import ReferenceLM
-from textgym.wrappers import ReferenceActionMask
+from textgym.wrappers import KLPenalty, ReferenceActionMask
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -29,14 +32,20 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--top-k", type=int, default=16, help="allowed tokens per step")
+    parser.add_argument("--kl-coef", type=float, default=0.05, help="KL penalty per token")
     parser.add_argument("--tiny", action="store_true", help="tiny random LMs instead of SmolLM2")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     tokenizer = shared_tokenizer("smollm2-135m")
     policy_lm = tiny_model(tokenizer) if args.tiny else load_model("smollm2-135m")
-    # One ReferenceLM shared by all envs: one batched forward per vector step.
+    # One ReferenceLM shared by all envs and both wrappers: one batched forward per vector step.
     reference = ReferenceLM(tiny_model(tokenizer) if args.tiny else load_model("smollm2-135m"))
+
+    def nlpo(env: gym.Env) -> gym.Env:
+        masked = ReferenceActionMask(env, reference, top_k=args.top_k)
+        return KLPenalty(masked, reference, beta=args.kl_coef)
+
     envs = make_vec_env(
         "TextGen-v0",
         n_envs=args.num_envs,
@@ -47,8 +56,7 @@ def main(argv: list[str] | None = None) -> float:
             "max_new_tokens": args.max_new_tokens,
             "render_mode": "ansi",
         },
-        wrapper_class=ReferenceActionMask,
-        wrapper_kwargs={"reference": reference, "top_k": args.top_k},
+        wrapper_class=nlpo,
     )
     n_steps = args.max_new_tokens  # one episode per env a rollout, in two minibatches of them
     model = MaskablePPO(
@@ -64,7 +72,7 @@ def main(argv: list[str] | None = None) -> float:
         policy_kwargs={"model": policy_lm},
     )
     before, _ = evaluate_policy(model, envs, n_eval_episodes=8, deterministic=False)
-    model.learn(args.timesteps, progress_bar=True)
+    model.learn(args.timesteps, callback=KLRewardCallback(), progress_bar=True)
     after, _ = evaluate_policy(model, envs, n_eval_episodes=8, deterministic=False)
     masked = sum(envs.get_attr("masked_actions_taken"))
     print(f"mean episode reward: {before:.3f} before, {after:.3f} after {args.timesteps} steps")

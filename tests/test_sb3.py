@@ -296,20 +296,31 @@ class RecordRewards(BaseCallback):
         return True
 
 
-def test_kl_reward_callback_shapes_every_step(tokenizer, small_task):
+@pytest.mark.parametrize("algo", ["ppo", "nlpo"])
+def test_kl_reward_callback_shapes_every_step(tokenizer, small_task, algo):
+    # nlpo: MaskablePPO with reference top-k masks under the same penalty, as the bench runs it.
+    reference = ReferenceLM(tiny_model(tokenizer, seed=1))
+
     def build():
         env = make_env(small_task, tokenizer, reward=lambda p, c, r, **m: np.ones(len(c)))
-        return KLPenalty(env, tiny_model(tokenizer, seed=1), beta=0.3)
+        if algo == "nlpo":
+            env = ReferenceActionMask(env, reference, top_k=8)
+        return KLPenalty(env, reference, beta=0.3)
 
     venv = DummyVecEnv([build, build])
-    model = PPO("LMPolicy", venv, n_steps=6, batch_size=6, n_epochs=1,
-                policy_kwargs={"model": tiny_model(tokenizer)})  # fmt: skip
+    model = (MaskablePPO if algo == "nlpo" else PPO)(
+        "LMPolicy", venv, n_steps=6, batch_size=6, n_epochs=1,
+        policy_kwargs={"model": tiny_model(tokenizer)},
+    )  # fmt: skip
     kl, record = KLRewardCallback(), RecordRewards()
     model.learn(12, callback=[kl, record])
     assert kl.beta == 0.3 and len(kl.kl) == 6
     for rewards, logp, ref, done in record.rows:  # the task reward is 1 at the end, 0 before
         np.testing.assert_allclose(rewards, done + kl_penalty(logp, ref, 0.3), atol=1e-5)
     assert any(abs(r[0]).max() > 1e-3 for r in record.rows)
+    if algo == "nlpo":  # the penalty wrapper shares the mask's reference slot and forward
+        assert venv.get_attr("slot") == [0, 1]
+        assert sum(venv.get_attr("masked_actions_taken")) == 0
 
 
 def test_kl_reward_callback_needs_the_kl_wrapper(tokenizer, small_task):

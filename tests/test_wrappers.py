@@ -128,6 +128,40 @@ def test_wrappers_sharing_a_reference_lm_run_one_forward_per_vector_step(
     assert reference.batched_calls == 3
 
 
+def test_kl_penalty_over_an_action_mask_shares_its_slot_and_forward(
+    tokenizer, reference_model, small_task
+):
+    # NLPO: masks plus a KL penalty. Both wrappers on one env and one ReferenceLM ask the same
+    # slot, so each vector step costs one reference forward, and the masks reach MaskablePPO
+    # through the outer wrapper.
+    reference = ReferenceLM(reference_model)
+
+    def nlpo() -> gym.Env:
+        masked = ReferenceActionMask(make_env(small_task, tokenizer), reference, top_k=8)
+        return KLPenalty(masked, reference, beta=0.1)
+
+    venv = DummyVecEnv([nlpo for _ in range(4)])
+    assert venv.get_attr("slot") == [0, 1, 2, 3]
+    obs = venv.reset()
+    for step in range(3):
+        masks = np.stack(venv.env_method("action_masks"))  # (4, V)
+        expected = [
+            full_logprobs(reference_model, {k: v[i] for k, v in obs.items()}) for i in range(4)
+        ]
+        np.testing.assert_array_equal(
+            masks, np.stack([top_set(e, 8, None).numpy() for e in expected])
+        )
+        actions = [int(np.flatnonzero(m)[0]) for m in masks]
+        obs, _, _, infos = venv.step(np.array(actions))
+        for i, info in enumerate(infos):
+            assert info["ref_logprob"] == pytest.approx(float(expected[i][actions[i]]), abs=1e-4)
+        assert reference.batched_calls == step + 1
+    # A different reference under the penalty gets its own slot.
+    other = ReferenceLM(reference_model)
+    inner = ReferenceActionMask(make_env(small_task, tokenizer), reference, top_k=8)
+    assert KLPenalty(inner, other).slot == 0 and inner.slot == 4
+
+
 def test_a_shared_reference_lm_needs_one_observation_length(tokenizer, reference_model, small_task):
     reference = ReferenceLM(reference_model)
     short = ReferenceActionMask(make_env(small_task, tokenizer, max_new_tokens=2), reference)

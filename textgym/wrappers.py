@@ -15,7 +15,9 @@ plausible. The wrappers here use it three ways:
 
 All of them ask a :class:`~textgym.reference.ReferenceLM` (pass one, shared between the envs of
 a vector env, to batch its forwards; or a model / name and each wrapper builds its own), which
-keeps a prefix KV cache per env slot (:class:`textgym.lm.PrefixCache`).
+keeps a prefix KV cache per env slot (:class:`textgym.lm.PrefixCache`). Wrappers stacked on one
+env with the same ``ReferenceLM`` share its slot, so NLPO's masks plus a KL penalty
+(``KLPenalty(ReferenceActionMask(env, ref), ref)``) cost one reference forward per step.
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ class _ReferenceWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             )
         self.reference = _reference(reference)
         self.vocab_size = int(env.action_space.n)
-        self.slot = self.reference.attach(self.vocab_size)
+        inner = _inner_reference_wrapper(env)
+        # The same reference under this wrapper already tracks this env: share its slot.
+        shared = inner is not None and inner.reference is self.reference
+        self.slot = inner.slot if shared else self.reference.attach(self.vocab_size)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -71,6 +76,15 @@ class _ReferenceWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if not (terminated or truncated):
             self.reference.observe(self.slot, obs)
         return obs, reward, terminated, truncated, info
+
+
+def _inner_reference_wrapper(env: gym.Env) -> _ReferenceWrapper | None:
+    """The nearest :class:`_ReferenceWrapper` inside ``env``'s wrapper stack, if any."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, _ReferenceWrapper):
+            return env
+        env = env.env
+    return None
 
 
 def _check_top(top_k: int | None, top_p: float | None, vocab_size: int) -> None:

@@ -11,7 +11,8 @@ under the grid's token budget). Everything else is a bench-local row of :data:`A
 - ``sft``: supervised fine-tuning on the task's train references (:mod:`agents.sft`);
 - ``dpo``: DPO on pairs of the reference (chosen) over the base model's greedy output
   (rejected) for train prompts (:mod:`agents.dpo`; option ``pairs``: how many prompts);
-- ``sb3-ppo`` / ``maskable-ppo``: the stable-baselines3 runs (options :data:`SB3_OPTIONS`).
+- ``sb3-ppo`` / ``maskable-ppo``: the stable-baselines3 runs, PPO with a KL penalty and NLPO-style
+  MaskablePPO with reference top-k masks and the same penalty (options :data:`SB3_OPTIONS`).
 
 For sft and dpo the token budget counts the completion tokens trained on (references; chosen
 plus rejected), plus for dpo the greedy tokens generated to build its pairs.
@@ -39,6 +40,8 @@ from agents.runtime import resolve_device
 from textgym.lm import Sampling
 
 if TYPE_CHECKING:
+    import gymnasium as gym
+
     from agents.bench.config import RunSpec
 
 
@@ -261,14 +264,15 @@ SB3_OPTIONS: dict[str, Any] = {
 They mirror ``ppo``'s config: a rollout of one episode per env (``n_steps`` None: the grid's
 ``max_new_tokens``), two epochs of two minibatches (``batch_size`` None: half a rollout, which
 holds every episode, so :func:`textgym.lm.shared_prefix_forward` prefills each episode once per
-minibatch), the value loss weight and the gradient clip. ``kl_coef`` is the KL shaping weight of
-sb3-ppo (:class:`textgym.wrappers.KLPenalty`), ``top_k`` the reference top-k action mask of
-maskable-ppo (:class:`textgym.wrappers.ReferenceActionMask`)."""
+minibatch), the value loss weight and the gradient clip. ``kl_coef`` is the weight of the
+per-token KL reward of both (:class:`textgym.wrappers.KLPenalty`), ``top_k`` the reference top-k
+action mask of maskable-ppo (:class:`textgym.wrappers.ReferenceActionMask`): NLPO is masks plus
+PPO's KL penalty (Ramamurthy et al., 2023)."""
 
 
 def train_sb3(spec: RunSpec) -> Trained:
-    """sb3-ppo (PPO + KL-shaped reward) or maskable-ppo (MaskablePPO + reference top-k masks) with
-    the LM as SB3 policy (:mod:`agents.sb3`); one env step is one generated token, so the token
+    """sb3-ppo (PPO + KL-shaped reward) or maskable-ppo (MaskablePPO + reference top-k masks +
+    KL-shaped reward) with the LM as SB3 policy (:mod:`agents.sb3`); one env step is one generated token, so the token
     budget is SB3's ``total_timesteps``."""
     from sb3_contrib import MaskablePPO
     from stable_baselines3 import PPO
@@ -285,15 +289,19 @@ def train_sb3(spec: RunSpec) -> Trained:
     o["n_steps"] = o["n_steps"] or b.max_new_tokens
     o["batch_size"] = o["batch_size"] or max(1, o["n_steps"] * b.batch_size // 2)
     reference = ReferenceLM(build_model(b.model, spec.tokenizer, spec.seed).eval())
+
+    def wrap(env: gym.Env) -> gym.Env:  # the KL penalty outside: it shares the mask's slot
+        if masked:
+            env = ReferenceActionMask(env, reference, top_k=o["top_k"])
+        return KLPenalty(env, reference, beta=o["kl_coef"])
+
     envs = make_vec_env(
         "TextGen-v0",
         n_envs=b.batch_size,
         seed=spec.seed,
         env_kwargs={"task": spec.task, "tokenizer": spec.tokenizer, "render_mode": "ansi",
                     "max_prompt_tokens": b.max_prompt_tokens, "max_new_tokens": b.max_new_tokens},
-        wrapper_class=ReferenceActionMask if masked else KLPenalty,
-        wrapper_kwargs={"reference": reference}
-        | ({"top_k": o["top_k"]} if masked else {"beta": o["kl_coef"]}),
+        wrapper_class=wrap,
     )  # fmt: skip
     agent = (MaskablePPO if masked else PPO)(
         "LMPolicy",
@@ -329,8 +337,7 @@ def train_sb3(spec: RunSpec) -> Trained:
                               "seconds": time.perf_counter() - start})  # fmt: skip
             self.rewards = []
 
-    callbacks = [Budget()] if masked else [Budget(), KLRewardCallback()]
-    agent.learn(b.budget_tokens or 10**12, callback=callbacks)
+    agent.learn(b.budget_tokens or 10**12, callback=[Budget(), KLRewardCallback()])
     config = {"algo": spec.algo, "task": spec.task, "seed": spec.seed, "model": b.model, **o}
     return Trained(
         model=agent.policy.lm,
