@@ -6,6 +6,7 @@ is rebuilt, and ``samples.jsonl`` where present) and writes, next to them::
     RUN_DIR/report.md                    one table per task, curves, frontier, samples
     RUN_DIR/plots/curves_<task>.png      train reward vs environment tokens, 95% bands
     RUN_DIR/plots/frontier_<task>.png    held-out reward vs KL to the reference, per run
+    RUN_DIR/plots/gains_<task>.png       each algorithm's difference from the base, 95% CIs
 
 Every number in a table is a statistic over seeds of the ``results.csv`` column of the same
 name: the mean with its 95% percentile-bootstrap confidence interval, and for the reward also
@@ -28,6 +29,7 @@ import io
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,39 +158,69 @@ PAIRED_METRICS = (("reward", "per_prompt", "reward"),
 """Columns of the table against the base model: (title, result.json key, per-prompt metric)."""
 
 
-def base_difference_table(paired: dict[str, PerPrompt], base: str = "base") -> str:
-    """Markdown table of each algorithm's difference from ``base`` on the same held-out
-    prompts: per column, the mean of (algorithm's score - base's score) over seeds and prompts,
-    with its 95% bootstrap interval stratified over seeds and prompts. The base's score of a
-    prompt is its mean over the base's seeds. An interval that excludes 0 is a difference
-    from the base model that the held-out prompts and the seeds support.
+@dataclass(frozen=True)
+class Difference:
+    """An algorithm's mean difference from the base model over seeds and prompts, with its 95%
+    bootstrap interval stratified over seeds and prompts, and the number of seeds."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: int
+
+
+def base_differences(
+    paired: dict[str, PerPrompt], base: str = "base"
+) -> dict[str, dict[str, Difference]]:
+    """Per column title of ``paired``, per algorithm: its :class:`Difference` from ``base`` on
+    the same held-out prompts. The base's score of a prompt is its mean over the base's seeds.
+    Columns where ``base`` has no per-prompt scores are left out, and so are algorithms whose
+    runs scored other prompts.
 
     ``paired`` maps a column title to per-algorithm, per-seed lists of per-prompt scores.
-    Empty when ``base`` has no per-prompt scores.
+
+    >>> d = base_differences({"reward": {"base": [[0.2, 0.4]], "ppo": [[0.5, 0.5], [0.7, 0.5]]}})
+    >>> ppo = d["reward"]["ppo"]
+    >>> round(ppo.mean, 3), round(ppo.low, 3), round(ppo.high, 3), ppo.seeds
+    (0.25, 0.1, 0.4, 2)
+    """
+    out: dict[str, dict[str, Difference]] = {}
+    for title, per in paired.items():
+        if not per.get(base):
+            continue
+        base_scores = np.mean(per[base], axis=0)  # (P,)
+        out[title] = {}
+        for algo, runs in per.items():
+            if algo == base or not runs or any(len(r) != len(base_scores) for r in runs):
+                continue
+            diff = np.asarray(runs) - base_scores  # (S, P)
+            low, high = stratified_bootstrap_ci(diff)
+            out[title][algo] = Difference(float(diff.mean()), low, high, len(runs))
+    return out
+
+
+def base_difference_table(differences: dict[str, dict[str, Difference]]) -> str:
+    """Markdown table of :func:`base_differences`: a row per algorithm, a column per metric,
+    each cell the mean difference with its 95% interval. An interval that excludes 0 is a
+    difference from the base model that the held-out prompts and the seeds support. Empty when
+    there is nothing to compare.
 
     >>> paired = {"reward": {"base": [[0.2, 0.4]], "ppo": [[0.5, 0.5], [0.7, 0.5]]}}
-    >>> print(base_difference_table(paired))
+    >>> print(base_difference_table(base_differences(paired)))
     | algo - base | seeds | reward (95% CI) |
     |---|---|---|
     | ppo | 2 | 0.250 [0.100, 0.400] |
     """
-    columns = {t: per for t, per in paired.items() if per.get(base)}
-    base_scores = {t: np.mean(per[base], axis=0) for t, per in columns.items()}  # (P,) each
-    algos = [a for per in columns.values() for a in per if a != base]
-    algos = list(dict.fromkeys(algos))
-    if not columns or not algos:
+    algos = list(dict.fromkeys(a for per in differences.values() for a in per))
+    if not algos:
         return ""
-    lines = ["| algo - base | seeds | " + " | ".join(f"{t} (95% CI)" for t in columns) + " |",
-             "|" + "---|" * (len(columns) + 2)]  # fmt: skip
+    lines = ["| algo - base | seeds | " + " | ".join(f"{t} (95% CI)" for t in differences) + " |",
+             "|" + "---|" * (len(differences) + 2)]  # fmt: skip
     for algo in algos:
-        seeds = max(len(per.get(algo, [])) for per in columns.values())
+        cells = [per.get(algo) for per in differences.values()]
+        seeds = max(d.seeds for d in cells if d is not None)
         line = [algo, str(seeds)]
-        for title, per in columns.items():
-            runs = per.get(algo, [])
-            if not runs or any(len(r) != len(base_scores[title]) for r in runs):
-                line.append("")
-                continue
-            line.append(stratified_cell(np.asarray(runs) - base_scores[title]))  # (S, P)
+        line += [f"{fmt(d.mean)} [{fmt(d.low)}, {fmt(d.high)}]" if d else "" for d in cells]
         lines.append("| " + " | ".join(line) + " |")
     return "\n".join(lines)
 
@@ -357,6 +389,37 @@ def plot_frontier(task: str, rows: Sequence[dict[str, str]], path: Path) -> None
     _save_figure(fig, path)
 
 
+def plot_gains(task: str, differences: dict[str, dict[str, Difference]], path: Path) -> None:
+    """Each algorithm's difference from the base model with its 95% interval, one panel per
+    metric: a bar that clears the zero line is a gain (or loss) the data support."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    algos = sorted({a for per in differences.values() for a in per}, reverse=True)
+    fig, axes = plt.subplots(
+        1, len(differences), figsize=(3.2 * len(differences) + 1, 0.35 * len(algos) + 1.4),
+        sharey=True, squeeze=False,
+    )  # fmt: skip
+    for ax, (title, per) in zip(axes[0], differences.items(), strict=True):
+        for y, algo in enumerate(algos):
+            if algo in per:
+                d = per[algo]
+                clears = d.low > 0 or d.high < 0
+                ax.errorbar([d.mean], [y], xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o",
+                            color="C0" if clears else "0.6", capsize=3)  # fmt: skip
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_title(f"{title} - base")
+        ax.grid(axis="x", alpha=0.3)
+    seeds = {a: max(d.seeds for per in differences.values() if (d := per.get(a))) for a in algos}
+    axes[0][0].set_yticks(
+        range(len(algos)), [f"{a} ({seeds[a]} seed{'s' * (seeds[a] > 1)})" for a in algos]
+    )
+    fig.suptitle(f"{task}: difference from the base model on held-out prompts (95% CI)")
+    _save_figure(fig, path)
+
+
 def _one_line(text: str, width: int) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -468,16 +531,20 @@ def write_report(run_dir: str | Path, threshold: float | None = None) -> Path:
                 samples[row["algo"]] = [json.loads(line) for line in lines]
         summary = task_table(task_rows, paired["reward"], paired["sampled reward"])
         parts += [f"## {task}", "", summary, ""]
-        differences = base_difference_table(paired)
-        if differences:
-            parts += ["Against the base model, on the same prompts:", "", differences, ""]
+        differences = base_differences(paired)
+        if base_difference_table(differences):
+            parts += ["Against the base model, on the same prompts:", "",
+                      base_difference_table(differences), ""]  # fmt: skip
         rates = success_rates(paired, threshold) if threshold is not None else {}
         if rates:
             parts += [f"Share of prompts with a reward above {threshold:g}:", "",
                       rate_table(rates), ""]  # fmt: skip
-            differences = base_difference_table(rates)
-            if differences:
-                parts += ["Against the base model, on the same prompts:", "", differences, ""]
+            table = base_difference_table(base_differences(rates))
+            if table:
+                parts += ["Against the base model, on the same prompts:", "", table, ""]
+        if any(differences.values()):
+            plot_gains(task, differences, run_dir / "plots" / f"gains_{task}.png")
+            parts += [f"![difference from the base model](plots/gains_{task}.png)", ""]
         if len({r["algo"] for r in task_rows}) > 1:
             parts += ["Probability of improvement:", "", improvement_table(task_rows), ""]
             if any(r.get("eval_sampled/reward", "") != "" for r in task_rows):

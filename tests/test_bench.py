@@ -501,6 +501,17 @@ def test_report_tables_from_result_files_stratified_and_probability_of_improveme
     assert poi[3] == "| ppo | 1.000 [1.000, 1.000] | - |"
     assert (tmp_path / "plots" / "curves_t.png").is_file()
     assert (tmp_path / "plots" / "frontier_t.png").is_file()
+    assert (tmp_path / "plots" / "gains_t.png").stat().st_size > 1000
+    assert "![difference from the base model](plots/gains_t.png)" in report
+
+
+def test_report_has_no_difference_plot_without_a_base_row(tmp_path):
+    for seed in range(2):
+        _fake_run(tmp_path, "t", "ppo", seed, [0.5, 0.7], kl=1.0)
+        _fake_run(tmp_path, "t", "grpo", seed, [0.6, 0.8], kl=1.0)
+    report = write_report(tmp_path).read_text()
+    assert "Against the base model" not in report and "gains_t.png" not in report
+    assert not (tmp_path / "plots" / "gains_t.png").exists()
 
 
 def test_report_threshold_tabulates_the_share_of_prompts_won_against_the_base(tmp_path, capsys):
