@@ -27,13 +27,13 @@ BUDGET="--budget-tokens 12000 --eval-prompts 100 --batch-size 16"
 # evaluation runs in float32 for every row, so base and trained policies are scored alike.
 ON_POLICY="ppo rloo grpo reinforce"
 
-publish() {  # copy a task's small files into docs/results/<task> and commit them alone
-  local task=$1 dest=docs/results/$1
-  mkdir -p "$GRID/$task" "$dest"
-  (cd "$GRID/$task" && find . \( -name result.json -o -name curve.csv -o -name metrics.csv \
+publish() {  # copy a grid folder's small files into docs/results/<folder> and commit them alone
+  local dir=$1 dest=docs/results/$1
+  mkdir -p "$GRID/$dir" "$dest"
+  (cd "$GRID/$dir" && find . \( -name result.json -o -name curve.csv -o -name metrics.csv \
     -o -name config.json -o -name bench.json -o -name results.csv \) -not -path "*/checkpoints/*" \
     -print0) | while IFS= read -r -d '' f; do
-    mkdir -p "$dest/$(dirname "$f")" && cp "$GRID/$task/$f" "$dest/$f"
+    mkdir -p "$dest/$(dirname "$f")" && cp "$GRID/$dir/$f" "$dest/$f"
   done
   [ "$COMMIT" = 1 ] || return 0
   for _ in 1 2 3 4 5 6; do  # another commit may hold the index for a moment
@@ -44,20 +44,28 @@ publish() {  # copy a task's small files into docs/results/<task> and commit the
   echo "grid: could not commit $dest" >&2
 }
 
-run() {  # run TASK ALGO SEED
-  local task=$1 algo=$2 seed=$3
-  if [ -f "$GRID/$task/$task/$algo/seed$seed/result.json" ]; then  # finished: published too?
-    [ -f "docs/results/$task/$task/$algo/seed$seed/result.json" ] || publish "$task" "$task $algo seed $seed"
+run_into() {  # run_into FOLDER TASK ALGO SEED [BENCH ARGS...]: one run into $GRID/FOLDER
+  local dir=$1 task=$2 algo=$3 seed=$4
+  shift 4
+  if [ -f "$GRID/$dir/$task/$algo/seed$seed/result.json" ]; then  # finished: published too?
+    [ -f "docs/results/$dir/$task/$algo/seed$seed/result.json" ] || publish "$dir" "$dir $algo seed $seed"
     return 0
   fi
-  echo "grid: $(date -u +%FT%TZ) $task $algo seed $seed (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+  local where=$task
+  [ "$dir" = "$task" ] || where="$dir/$task"
+  echo "grid: $(date -u +%FT%TZ) $where $algo seed $seed $* (load: $(cut -d' ' -f1-3 /proc/loadavg))"
   local precision=()
   if [[ " $ON_POLICY " == *" $algo "* ]]; then precision=(--set "$algo.cpu_bf16=true"); fi
   # shellcheck disable=SC2086
   "$TEXTGYM" bench --tasks "$task" --algos "$algo" --seeds "$seed," ${LENGTHS[$task]} $BUDGET \
-    "${precision[@]}" --out "$GRID/$task" --no-report
-  publish "$task" "$task $algo seed $seed"
+    "${precision[@]}" "$@" --out "$GRID/$dir" --no-report
+  publish "$dir" "$dir $algo seed $seed"
 }
+
+run() { run_into "$1" "$@"; }  # run TASK ALGO SEED: a grid run, in the task's own folder
+
+# A variant beside the grid (docs/results/pilot-NAME): pilot NAME TASK ALGO SEED --set KEY=VALUE
+pilot() { local name=$1; shift; run_into "pilot-$name" "$@"; }
 
 reward_model() {  # the Taskmaster-4 reward model, with its held-out AUC kept beside the runs
   local out=runs/reward_models/taskmaster4
@@ -100,6 +108,10 @@ for task in dialogsum_rl taskmaster4_rlhf; do run $task ppo 0; done
 for task in sst2_sentiment taskmaster4_rlhf dialogsum_rl; do
   for algo in sft dpo best-of-n; do run $task $algo 0; done
 done
+# PPO did not learn DialogSum's reward where REINFORCE (the same value baseline, GAE lambda 1)
+# did. With a critic that starts at 0, lambda 0.95 passes the final reward to token t only as
+# 0.95^(T - t) of it: does lambda 1 make PPO learn?
+pilot ppo-lambda1 dialogsum_rl ppo 0 --set ppo.gae_lambda=1.0
 # Then a second and a third seed of every cell, cheapest first within a seed: DialogSum's
 # RLOO and REINFORCE, sentiment's GRPO, RLOO and REINFORCE, DialogSum's PPO, Taskmaster-4's.
 for seed in 1 2; do
