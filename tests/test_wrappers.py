@@ -128,6 +128,23 @@ def test_wrappers_sharing_a_reference_lm_run_one_forward_per_vector_step(
     assert reference.batched_calls == 3
 
 
+def test_wrappers_record_their_arguments_without_copying_the_reference(
+    tokenizer, reference_model, small_task
+):
+    # Gymnasium deep-copies recorded constructor arguments by default: that copied the
+    # reference LM into every wrapper of every env (16 to 20 GB for 16 SmolLM2 envs).
+    reference = ReferenceLM(reference_model)
+    mask = ReferenceActionMask(make_env(small_task, tokenizer), reference, top_k=8)
+    kl = KLPenalty(mask, reference, beta=0.1)
+    topk = TopKActions(make_env(small_task, tokenizer), reference, k=4)
+    for wrapper, args in ((mask, {"top_k": 8, "top_p": None}), (kl, {"beta": 0.1}),
+                          (topk, {"k": 4, "include_hidden": True})):  # fmt: skip
+        recorded = wrapper.spec.additional_wrappers[-1].kwargs  # this wrapper's, for env.spec
+        assert recorded["reference"] is reference
+        assert {k: recorded[k] for k in args} == args
+    assert reference.model is reference_model
+
+
 def test_kl_penalty_over_an_action_mask_shares_its_slot_and_forward(
     tokenizer, reference_model, small_task
 ):

@@ -78,6 +78,13 @@ class _ReferenceWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, reward, terminated, truncated, info
 
 
+def _record_args(wrapper: _ReferenceWrapper, **kwargs: Any) -> None:
+    """Record the constructor arguments for ``env.spec`` without copying them: Gymnasium
+    deep-copies them by default, which copied the reference LM (about 0.5 GB for SmolLM2) into
+    every wrapper of every env, where a shared ``ReferenceLM`` is meant to be shared."""
+    gym.utils.RecordConstructorArgs.__init__(wrapper, _disable_deepcopy=True, **kwargs)
+
+
 def _inner_reference_wrapper(env: gym.Env) -> _ReferenceWrapper | None:
     """The nearest :class:`_ReferenceWrapper` inside ``env``'s wrapper stack, if any."""
     while isinstance(env, gym.Wrapper):
@@ -132,9 +139,7 @@ class ReferenceActionMask(_ReferenceWrapper):
         top_p: float | None = None,
     ) -> None:
         _check_top(top_k, top_p, int(getattr(env.action_space, "n", 0)) or 1)
-        gym.utils.RecordConstructorArgs.__init__(
-            self, reference=reference, top_k=top_k, top_p=top_p
-        )
+        _record_args(self, reference=reference, top_k=top_k, top_p=top_p)
         super().__init__(env, reference)
         self.top_k, self.top_p = top_k, top_p
         self.masked_actions_taken = 0
@@ -191,9 +196,7 @@ class TopKActions(_ReferenceWrapper):
         include_hidden: bool = True,
     ) -> None:
         _check_top(k, None, int(getattr(env.action_space, "n", 0)) or 1)
-        gym.utils.RecordConstructorArgs.__init__(
-            self, reference=reference, k=k, include_hidden=include_hidden
-        )
+        _record_args(self, reference=reference, k=k, include_hidden=include_hidden)
         super().__init__(env, reference)
         self.k = k
         self.include_hidden = include_hidden
@@ -296,7 +299,7 @@ class KLPenalty(_ReferenceWrapper):
     ) -> None:
         if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
             raise ValueError(f"beta must be a number >= 0, got {beta!r}")
-        gym.utils.RecordConstructorArgs.__init__(self, reference=reference, beta=beta)
+        _record_args(self, reference=reference, beta=beta)
         super().__init__(env, reference)
         self.beta = float(beta)
         self._reported: float | None = None
