@@ -196,10 +196,13 @@ def test_train_rm_data_trains_saves_where_the_rewards_look(
     np.testing.assert_allclose(total, whole([""] * 3, sentences, None) * ramp, rtol=1e-5)
     # Stopping at once is worth nothing, whatever the opening alone would score.
     opening = meta["opening"][0]
-    continuations = ["", "great", "a great , great film"]  # 0, 1 and 5 words
-    short = reward(prompts[:1] * 3, continuations, None, opening=[opening] * 3)
-    plain = whole([""] * 2, [f"{opening} great", f"{opening} a great , great film"], None)
-    np.testing.assert_allclose(short, [0.0, plain[0] / 5, plain[1]], rtol=1e-5)
+    continuations = ["", "great", "a great , great film", "a great, great film !"]
+    short = reward(prompts[:1] * 4, continuations, None, opening=[opening] * 4)
+    plain = whole([""] * 3, [f"{opening} {c}" for c in continuations[1:]], None)
+    # 0, 1, 4 and 4 words: a lone comma or "!" is no word.
+    np.testing.assert_allclose(
+        short, [0.0, plain[0] / 5, plain[1] * 0.8, plain[2] * 0.8], rtol=1e-5
+    )
     unscaled = SentimentReward(reward_model_dir("sst2"), min_words=0, device="cpu")
     assert unscaled(prompts[:1], [""], None, opening=[opening])[0] == pytest.approx(
         float(whole([""], [opening], None)[0]), rel=1e-5
@@ -242,9 +245,11 @@ def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monk
     with pytest.raises(FileNotFoundError, match=r"textgym feedback train-rm --data taskmaster4"):
         make_reward("taskmaster4_rm")
     reward = make_reward("taskmaster4_rm", path=out, device="cpu")
-    values = reward(["user: A mocha."] * 3, ["One mocha.", "No.", " "], None)
-    assert values.shape == (3,) and np.all((values[:2] > 0) & (values[:2] < 1))
-    assert values[2] == 0.0  # an empty reply is never a good turn
+    values = reward(["user: A mocha."] * 4, ["One mocha.", "No.", " ", "```"], None)
+    assert values.shape == (4,) and np.all((values[:2] > 0) & (values[:2] < 1))
+    # An empty reply or punctuation alone (PPO learned a bare code fence) is never a good turn.
+    assert values[2] == 0.0 and values[3] == 0.0
+    assert LearnedReward(out, output="prob", device="cpu")(["user: A mocha."], ["```"], None) > 0
     whole = LearnedReward(out, output="prob", device="cpu")
     np.testing.assert_allclose(
         values[:2], whole(["user: A mocha."] * 2, ["One mocha.", "No."], None)

@@ -362,8 +362,8 @@ class SentimentReward(RecipeReward):
 
 class Taskmaster4Reward(RecipeReward):
     """P(a person labels the reply good), from the ``taskmaster4`` recipe's reward model,
-    scaled by :func:`word_ramp` (by default only an empty reply scores 0: it is never a good
-    turn, whatever the model says of it).
+    scaled by :func:`word_ramp` (by default only a reply without a word, empty or punctuation
+    alone, scores 0: it is never a good turn, whatever the model says of it).
 
     Args:
         path: the model folder; default :func:`reward_model_dir` ``("taskmaster4")``.
@@ -382,15 +382,18 @@ def check_min_words(min_words: int) -> None:
 
 
 def word_ramp(completions: list[str], min_words: int) -> np.ndarray:
-    """``min(1, words / min_words)`` per completion (all 1 when ``min_words`` is 0).
+    """``min(1, words / min_words)`` per completion (all 1 when ``min_words`` is 0). A word is
+    a whitespace-separated run with a letter or digit in it: punctuation alone is no reply (PPO
+    on Taskmaster-4 learned to answer a bare code fence, which the reward model rated as highly
+    as a real reply).
 
-    >>> word_ramp(["", "good", "a fine film, really"], 4).tolist()
-    [0.0, 0.25, 1.0]
+    >>> word_ramp(["", "good", "a fine film, really", "```", "- ok !"], 4).tolist()
+    [0.0, 0.25, 1.0, 0.0, 0.25]
     """
     if min_words == 0:
         return np.ones(len(completions), dtype=np.float32)
-    words = np.array([len(c.split()) for c in completions], dtype=np.float32)
-    return np.minimum(1.0, words / min_words)
+    words = [sum(any(ch.isalnum() for ch in w) for w in c.split()) for c in completions]
+    return np.minimum(1.0, np.array(words, dtype=np.float32) / min_words)
 
 
 register_reward("sst2_sentiment", SentimentReward)
