@@ -532,9 +532,9 @@ def write_report(run_dir: str | Path, threshold: float | None = None) -> Path:
         summary = task_table(task_rows, paired["reward"], paired["sampled reward"])
         parts += [f"## {task}", "", summary, ""]
         differences = base_differences(paired)
-        if base_difference_table(differences):
-            parts += ["Against the base model, on the same prompts:", "",
-                      base_difference_table(differences), ""]  # fmt: skip
+        table = base_difference_table(differences)
+        if table:
+            parts += ["Against the base model, on the same prompts:", "", table, ""]
         rates = success_rates(paired, threshold) if threshold is not None else {}
         if rates:
             parts += [f"Share of prompts with a reward above {threshold:g}:", "",

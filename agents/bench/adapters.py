@@ -272,8 +272,8 @@ PPO's KL penalty (Ramamurthy et al., 2023)."""
 
 def train_sb3(spec: RunSpec) -> Trained:
     """sb3-ppo (PPO + KL-shaped reward) or maskable-ppo (MaskablePPO + reference top-k masks +
-    KL-shaped reward) with the LM as SB3 policy (:mod:`agents.sb3`); one env step is one generated token, so the token
-    budget is SB3's ``total_timesteps``."""
+    KL-shaped reward) with the LM as SB3 policy (:mod:`agents.sb3`); one env step is one
+    generated token, so the token budget is SB3's ``total_timesteps``."""
     from sb3_contrib import MaskablePPO
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
