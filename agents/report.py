@@ -199,6 +199,11 @@ def base_differences(
     return out
 
 
+def _seeds(differences: dict[str, dict[str, Difference]], algo: str) -> int:
+    """The most seeds behind ``algo``'s differences (a column may rest on fewer runs)."""
+    return max(per[algo].seeds for per in differences.values() if algo in per)
+
+
 def base_difference_table(differences: dict[str, dict[str, Difference]]) -> str:
     """Markdown table of :func:`base_differences`: a row per algorithm, a column per metric,
     each cell the mean difference with its 95% interval. An interval that excludes 0 is a
@@ -218,8 +223,7 @@ def base_difference_table(differences: dict[str, dict[str, Difference]]) -> str:
              "|" + "---|" * (len(differences) + 2)]  # fmt: skip
     for algo in algos:
         cells = [per.get(algo) for per in differences.values()]
-        seeds = max(d.seeds for d in cells if d is not None)
-        line = [algo, str(seeds)]
+        line = [algo, str(_seeds(differences, algo))]
         line += [f"{fmt(d.mean)} [{fmt(d.low)}, {fmt(d.high)}]" if d else "" for d in cells]
         lines.append("| " + " | ".join(line) + " |")
     return "\n".join(lines)
@@ -412,7 +416,7 @@ def plot_gains(task: str, differences: dict[str, dict[str, Difference]], path: P
         ax.axvline(0, color="k", lw=0.8)
         ax.set_title(f"{title} - base")
         ax.grid(axis="x", alpha=0.3)
-    seeds = {a: max(d.seeds for per in differences.values() if (d := per.get(a))) for a in algos}
+    seeds = {a: _seeds(differences, a) for a in algos}
     axes[0][0].set_yticks(
         range(len(algos)), [f"{a} ({seeds[a]} seed{'s' * (seeds[a] > 1)})" for a in algos]
     )

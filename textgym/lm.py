@@ -270,11 +270,11 @@ def shared_prefix_forward(
     last = content_end(mask) - 1  # (B,) each step's last column
     first = int(mask[runs].any(0).to(torch.int8).argmax())  # drop columns padded in every run
     columns, column_of = (last - first).unique(return_inverse=True)  # (C,), (B,)
-    width = int(last.max()) + 1  # columns past every step's last token are not needed
+    stop = int(last.max()) + 1  # columns past every step's last token are not needed
     out = forward(
         model,
-        ids[runs, first:width],
-        mask[runs, first:width],
+        ids[runs, first:stop],
+        mask[runs, first:stop],
         keep=columns,
         vocab_size=vocab_size,
         hidden=True,
