@@ -254,7 +254,35 @@ class Rouge:
 # ----------------------------------------------------------------------------- sacrebleu
 
 
-class Bleu:
+class _SacrebleuSentenceMetric:
+    """A sacrebleu metric scored sentence by sentence and scaled from [0, 100] to [0, 1].
+
+    Subclasses set ``name``, ``options`` (their validated arguments) and ``_metric``.
+    """
+
+    name: str
+    options: dict[str, Any]
+    _metric: Any
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> np.ndarray:
+        completions = _check_completions(self.name, completions)
+        refs = _require_references(self.name, references, len(completions))
+        scores = [
+            self._metric.sentence_score(c, r).score for c, r in zip(completions, refs, strict=True)
+        ]
+        return np.asarray(scores, dtype=np.float32) / 100.0
+
+    def __repr__(self) -> str:
+        return _options_repr(self, **self.options)
+
+
+class Bleu(_SacrebleuSentenceMetric):
     """Sentence-level BLEU from ``sacrebleu`` against all references at once, scaled to [0, 1].
 
     Sentence BLEU uses effective n-gram order (short hypotheses are not zeroed by missing
@@ -304,25 +332,8 @@ class Bleu:
         }
         self._metric = BLEU(effective_order=True, **self.options)
 
-    def __call__(
-        self,
-        prompts: list[str],
-        completions: list[str],
-        references: list[list[str]] | None,
-        **meta: Any,
-    ) -> np.ndarray:
-        completions = _check_completions(self.name, completions)
-        refs = _require_references(self.name, references, len(completions))
-        scores = [
-            self._metric.sentence_score(c, r).score for c, r in zip(completions, refs, strict=True)
-        ]
-        return np.asarray(scores, dtype=np.float32) / 100.0
 
-    def __repr__(self) -> str:
-        return _options_repr(self, **self.options)
-
-
-class Chrf:
+class Chrf(_SacrebleuSentenceMetric):
     """Sentence-level chrF (or chrF++ with ``word_order=2``) from ``sacrebleu``, in [0, 1].
 
     With several references the best-matching one counts, as in sacrebleu.
@@ -362,23 +373,6 @@ class Chrf:
             "lowercase": bool(lowercase),
         }
         self._metric = CHRF(**self.options)
-
-    def __call__(
-        self,
-        prompts: list[str],
-        completions: list[str],
-        references: list[list[str]] | None,
-        **meta: Any,
-    ) -> np.ndarray:
-        completions = _check_completions(self.name, completions)
-        refs = _require_references(self.name, references, len(completions))
-        scores = [
-            self._metric.sentence_score(c, r).score for c, r in zip(completions, refs, strict=True)
-        ]
-        return np.asarray(scores, dtype=np.float32) / 100.0
-
-    def __repr__(self) -> str:
-        return _options_repr(self, **self.options)
 
 
 # ----------------------------------------------------------------------------- keywords
