@@ -230,3 +230,23 @@ def test_top_filter_is_the_one_truncation_of_sampler_and_action_mask():
         assert row[:kept].sum() >= 0.6 > row[: kept - 1].sum()
     masked = torch.tensor([[0.0, -1e8, 0.0, float("-inf")]]).repeat(2000, 1)
     assert set(sample_tokens(masked, Sampling()).tolist()) == {0, 2}
+
+
+def test_forward_passes_and_reads_the_cache_under_the_models_own_name(kind, tokenizer, caplog):
+    """A cached forward continues exactly, without the deprecated-name warning of newer
+    transformers (it names the cache ``cache`` where the model's forward does)."""
+    from transformers.utils import logging as hf_logging
+
+    model = scaled_model(kind, tokenizer)
+    ids = torch.randint(3, len(tokenizer), (2, 6))
+    mask = torch.ones_like(ids)
+    hf_logging.get_logger("transformers").warning_once.cache_clear()  # warned at most once
+    hf_logging.enable_propagation()
+    try:
+        with torch.no_grad(), caplog.at_level("WARNING"):
+            head = forward(model, ids[:, :5], mask[:, :5], keep=1, use_cache=True)
+            step = forward(model, ids[:, 5:], mask, keep=1, use_cache=True, cache=head.cache)
+    finally:
+        hf_logging.disable_propagation()
+    assert torch.allclose(step.logits[:, -1], own_logits(model, ids, mask)[:, -1], atol=1e-5)
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]

@@ -157,7 +157,8 @@ def forward(
     if position_ids is None:
         position_ids = positions(attention_mask)[:, -input_ids.shape[1] :]
     base = _base_model(model)
-    past = {} if cache is None else {_cache_argument(type(base)): cache}
+    cache_name = _cache_argument(type(base))  # the output names the cache as the input does
+    past = {} if cache is None else {cache_name: cache}
     if attention_mask.dim() == 4 and attention_mask.dtype == torch.bool and _eager(base):
         # Eager attention ADDS a 4-D mask to the scores (sdpa reads a bool one as allowed/masked).
         attention_mask = torch.zeros(
@@ -177,7 +178,7 @@ def forward(
     if hidden:
         last = out.hidden_states[-1]  # (B, T, H), after the final norm, as the LM head sees it
         states = last[:, keep] if isinstance(keep, torch.Tensor) else last[:, -keep:]
-    new_cache = out.get("cache", out.get("past_key_values")) if use_cache else None
+    new_cache = out.get(cache_name) if use_cache else None
     return LMOutput(logits, states, new_cache)
 
 
