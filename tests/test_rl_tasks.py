@@ -18,9 +18,11 @@ from textgym.feedback.recipes import (
     RECIPES,
     TASKMASTER4_REWARD_FILES,
     SentimentReward,
+    Taskmaster4Reward,
     reward_model_dir,
     sst2_examples,
     taskmaster4_examples,
+    text_turn,
     train_recipe,
 )
 from textgym.feedback.reward_model import LearnedReward
@@ -255,6 +257,14 @@ def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monk
         values[:2], whole(["user: A mocha."] * 2, ["One mocha.", "No."], None)
     )
     assert reward.name == "taskmaster4_rm"
+    # Nor is code, a JSON object or an API line (GRPO learned to answer with Python), which the
+    # model alone rates above 0; text_only=False gives the model's score back.
+    machine = ["import requests\nrequests.get(url)", '{"order_id": "1"}', "[API call x: {}]"]
+    prompts = ["user: A mocha."] * 3
+    assert reward(prompts, machine, None).tolist() == [0.0, 0.0, 0.0]
+    raw = Taskmaster4Reward(out, text_only=False, device="cpu")(prompts, machine, None)
+    assert np.all(raw > 0)
+    np.testing.assert_allclose(raw, whole(prompts, machine, None))
 
 
 def test_train_rm_command_line_errors(tmp_path, capsys):
@@ -382,6 +392,15 @@ def test_real_taskmaster4_reward_examples_and_task(shared_data):
     assert all(e.prompt.startswith("system: You take drink orders") for e in held_out)
     task = make_task("taskmaster4_rlhf", path=shared_data, max_samples=50)
     assert "[API result " in "".join(prompt_text(s.prompt) for s in task.split("train"))
+
+
+def test_real_taskmaster4_replies_are_text_turns(shared_data):
+    # The text-turn gate must not cost a real reply its reward: every agent turn the task
+    # holds as a reference passes it.
+    task = make_task("taskmaster4_rlhf", path=shared_data)
+    replies = [r for samples in task.splits.values() for s in samples for r in s.references]
+    assert len(replies) > 1_000
+    assert text_turn(replies).min() == 1.0
 
 
 def test_real_dialogsum_rl_is_dialogsum_with_the_climbable_reward(shared_data):

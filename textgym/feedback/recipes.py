@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -362,18 +363,73 @@ class SentimentReward(RecipeReward):
 
 class Taskmaster4Reward(RecipeReward):
     """P(a person labels the reply good), from the ``taskmaster4`` recipe's reward model,
-    scaled by :func:`word_ramp` (by default only a reply without a word, empty or punctuation
-    alone, scores 0: it is never a good turn, whatever the model says of it).
+    scaled by :func:`word_ramp` and gated by :func:`text_turn`.
+
+    Two kinds of reply score 0 whatever the model says of them, because RL found that the
+    model rates them as highly as real replies or higher:
+
+    - a reply without a word, empty or punctuation alone (PPO learned a bare code fence);
+    - a reply that is not a text turn: code, a JSON object or an ``[API ...]`` line (GRPO
+      learned to answer with Python). The task asks for the agent's next text turn, and none
+      of Taskmaster-4's 6,920 agent text turns holds any of these; the model was trained on
+      replies that include API calls, and rated code replies 0.958 against 0.936 for the
+      base model's other replies.
 
     Args:
         path: the model folder; default :func:`reward_model_dir` ``("taskmaster4")``.
         min_words: words a reply needs for the full probability (0: no scaling).
+        text_only: score a reply that is not a text turn 0 (False: the model's score alone,
+            for contexts whose next agent turn may be an API call).
         device: torch device; default CUDA when available.
         batch_size: texts per forward pass.
     """
 
     name = "taskmaster4_rm"
     recipe = "taskmaster4"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        min_words: int = 1,
+        text_only: bool = True,
+        device: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        super().__init__(path, min_words=min_words, device=device, batch_size=batch_size)
+        self.text_only = bool(text_only)
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[list[str]] | None,
+        **meta: Any,
+    ) -> np.ndarray:
+        scores = self.scaled(prompts, completions, completions)
+        return scores * text_turn(completions) if self.text_only else scores
+
+
+# Markers of a reply that is not an agent's text turn: a code fence, a line that starts a
+# Python import, function or class, an API line as the prompt writes them, a JSON object.
+_NOT_TEXT = re.compile(
+    r"```"
+    r"|^\s*(?:import\s+\w|from\s+[\w.]+\s+import\s|def\s+\w+\s*\(|class\s+\w+\s*[:(])"
+    r"|\[API (?:call|result)\b"
+    r'|\{\s*"',
+    re.MULTILINE,
+)
+
+
+def text_turn(completions: list[str]) -> np.ndarray:
+    """1.0 per completion that reads as a text turn, 0.0 per one holding code, a JSON object
+    or an ``[API call ...]`` / ``[API result ...]`` line (see :class:`Taskmaster4Reward`).
+
+    >>> text_turn(["One mocha, coming up.", "import requests", '{"order_id": "1"}',
+    ...            "```python", "[API call get_menu_items: {}]", "Is {that} right?"]).tolist()
+    [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    """
+    return np.array([_NOT_TEXT.search(c) is None for c in completions], dtype=np.float32)
 
 
 def check_min_words(min_words: int) -> None:
