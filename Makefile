@@ -30,7 +30,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check textgym agents tests benchmarks examples
-	$(MKDOCS) build --strict --quiet  # the docs site (mkdocs.yml): broken links or API refs fail
+	$(MKDOCS) build --strict  # the docs site: a broken link or API ref fails (not --quiet: it hides them from --strict)
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory wheel-smoke
 
