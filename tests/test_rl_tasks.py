@@ -265,6 +265,8 @@ def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monk
     raw = Taskmaster4Reward(out, text_only=False, device="cpu")(prompts, machine, None)
     assert np.all(raw > 0)
     np.testing.assert_allclose(raw, whole(prompts, machine, None))
+    with pytest.raises(ValueError, match=r"text_only must be True or False, got 'no'"):
+        Taskmaster4Reward(out, text_only="no")
 
 
 def test_train_rm_command_line_errors(tmp_path, capsys):

@@ -396,8 +396,10 @@ class Taskmaster4Reward(RecipeReward):
         device: str | None = None,
         batch_size: int = 64,
     ) -> None:
+        if not isinstance(text_only, bool):
+            raise ValueError(f"text_only must be True or False, got {text_only!r}")
         super().__init__(path, min_words=min_words, device=device, batch_size=batch_size)
-        self.text_only = bool(text_only)
+        self.text_only = text_only
 
     def __call__(
         self,
