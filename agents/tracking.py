@@ -215,7 +215,8 @@ def plot_rewards(rows: Sequence[dict[str, Any]], path: Path, title: str = "") ->
     ax.set_ylabel("reward")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # SFT and DPO log no reward: nothing to label
+        ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
