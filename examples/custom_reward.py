@@ -1,6 +1,6 @@
 """Plug in your own reward: any batched function works, alone or in a weighted mix.
 
-    python examples/custom_reward.py
+Run: ``python examples/custom_reward.py``
 """
 
 from __future__ import annotations

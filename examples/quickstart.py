@@ -1,6 +1,6 @@
 """Quickstart: one episode of TextGen-v0 with SmolLM2 choosing tokens greedily, then a batch.
 
-    python examples/quickstart.py
+Run: ``python examples/quickstart.py``
 """
 
 from __future__ import annotations
