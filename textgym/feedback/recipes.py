@@ -401,14 +401,10 @@ class Taskmaster4Reward(RecipeReward):
         super().__init__(path, min_words=min_words, device=device, batch_size=batch_size)
         self.text_only = text_only
 
-    def __call__(
-        self,
-        prompts: list[str],
-        completions: list[str],
-        references: list[list[str]] | None,
-        **meta: Any,
-    ) -> np.ndarray:
-        scores = self.scaled(prompts, completions, completions)
+    def scaled(self, prompts: list[str], texts: list[str], completions: list[str]) -> np.ndarray:
+        """:meth:`RecipeReward.scaled`, times :func:`text_turn` of the completions when
+        ``text_only``."""
+        scores = super().scaled(prompts, texts, completions)
         return scores * text_turn(completions) if self.text_only else scores
 
 
