@@ -32,6 +32,7 @@ publish() {  # copy a grid folder's small files into docs/results/<folder> and c
   mkdir -p "$GRID/$dir" "$dest"
   (cd "$GRID/$dir" && find . \( -name result.json -o -name curve.csv -o -name metrics.csv \
     -o -name config.json -o -name bench.json -o -name results.csv \) -not -path "*/checkpoints/*" \
+    -not -path "*/policy/*" \
     -print0) | while IFS= read -r -d '' f; do
     mkdir -p "$dest/$(dirname "$f")" && cp "$GRID/$dir/$f" "$dest/$f"
   done
@@ -123,14 +124,23 @@ pilot ppo-lambda1 dialogsum_rl ppo 0 --set ppo.gae_lambda=1.0
 run sst2_sentiment maskable-ppo 0
 # Taskmaster-4's PPO rerun under the fixed reward: the slowest run (44 minutes under the old one).
 run taskmaster4_rlhf ppo 0
-# Then a second and a third seed of every cell, cheapest first within a seed: DialogSum's
-# RLOO and REINFORCE, sentiment's GRPO, RLOO and REINFORCE, DialogSum's PPO, Taskmaster-4's.
+# RL after SFT, RLHF's usual pipeline: SFT beat every RL row on DialogSum, so does RL still
+# add to it? RLOO warm-started from the SFT policy (its KL taken to that policy), beside a
+# rerun of base and SFT that keeps the SFT policy for the warm start.
+for algo in base sft; do pilot rl-after-sft dialogsum_rl $algo 0 --save-policy; done
+pilot rl-after-sft dialogsum_rl rloo 0 \
+  --set "rloo.init=$GRID/pilot-rl-after-sft/dialogsum_rl/sft/seed0/policy"
+# Then a second and a third seed of every cell, cheapest first within a seed: sentiment's RLOO
+# and REINFORCE (GRPO has three), DialogSum's RLOO, Taskmaster-4's RLOO and REINFORCE,
+# DialogSum's PPO; Taskmaster-4's PPO (45 minutes a run) last.
 for seed in 1 2; do
-  for algo in rloo reinforce; do run dialogsum_rl $algo $seed; done
-  for algo in grpo rloo reinforce; do run sst2_sentiment $algo $seed; done
+  for algo in rloo reinforce; do run sst2_sentiment $algo $seed; done
+  run dialogsum_rl rloo $seed
+  for algo in rloo reinforce; do run taskmaster4_rlhf $algo $seed; done
+  run dialogsum_rl reinforce $seed
   run dialogsum_rl ppo $seed
-  for algo in rloo reinforce ppo; do run taskmaster4_rlhf $algo $seed; done
 done
+for seed in 1 2; do run taskmaster4_rlhf ppo $seed; done
 run taskmaster4_rlhf grpo 2
 # Sentiment has 5 seeds per cell.
 for seed in 3 4; do for algo in ppo grpo rloo reinforce; do run sst2_sentiment $algo $seed; done; done
