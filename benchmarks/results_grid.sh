@@ -139,6 +139,7 @@ for seed in 1 2; do
   for algo in rloo reinforce; do run taskmaster4_rlhf $algo $seed; done
   run dialogsum_rl reinforce $seed
   run dialogsum_rl ppo $seed
+  pilot ppo-lambda1 dialogsum_rl ppo $seed --set ppo.gae_lambda=1.0  # beside it: is lambda 1 better?
 done
 for seed in 1 2; do run taskmaster4_rlhf ppo $seed; done
 run taskmaster4_rlhf grpo 2
