@@ -257,11 +257,17 @@ def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monk
         values[:2], whole(["user: A mocha."] * 2, ["One mocha.", "No."], None)
     )
     assert reward.name == "taskmaster4_rm"
-    # Nor is code, a JSON object or an API line (GRPO learned to answer with Python), which the
-    # model alone rates above 0; text_only=False gives the model's score back.
-    machine = ["import requests\nrequests.get(url)", '{"order_id": "1"}', "[API call x: {}]"]
-    prompts = ["user: A mocha."] * 3
-    assert reward(prompts, machine, None).tolist() == [0.0, 0.0, 0.0]
+    # Nor is code, a JSON object, an API line (GRPO learned to answer with Python) or a bare
+    # value (PPO learned "True"), which the model alone rates above 0; text_only=False gives
+    # the model's score back.
+    machine = [
+        "import requests\nrequests.get(url)",
+        '{"order_id": "1"}',
+        "[API call x: {}]",
+        "True",
+    ]
+    prompts = ["user: A mocha."] * 4
+    assert reward(prompts, machine, None).tolist() == [0.0, 0.0, 0.0, 0.0]
     raw = Taskmaster4Reward(out, text_only=False, device="cpu")(prompts, machine, None)
     assert np.all(raw > 0)
     np.testing.assert_allclose(raw, whole(prompts, machine, None))

@@ -369,11 +369,12 @@ class Taskmaster4Reward(RecipeReward):
     model rates them as highly as real replies or higher:
 
     - a reply without a word, empty or punctuation alone (PPO learned a bare code fence);
-    - a reply that is not a text turn: code, a JSON object or an ``[API ...]`` line (GRPO
-      learned to answer with Python). The task asks for the agent's next text turn, and none
-      of Taskmaster-4's 6,920 agent text turns holds any of these; the model was trained on
-      replies that include API calls, and rated code replies 0.958 against 0.936 for the
-      base model's other replies.
+    - a reply that is not a text turn: code, a JSON object, an ``[API ...]`` line (GRPO
+      learned to answer with Python) or a bare JSON or Python value such as ``True`` (PPO
+      answered 43 of 100 held-out prompts with it). The task asks for the agent's next text
+      turn, and none of Taskmaster-4's 6,920 agent text turns is or holds any of these; the
+      model was trained on replies that include API calls, and rated code replies 0.958
+      against 0.936 for the base model's other replies, ``True`` 0.946.
 
     Args:
         path: the model folder; default :func:`reward_model_dir` ``("taskmaster4")``.
@@ -409,23 +410,28 @@ class Taskmaster4Reward(RecipeReward):
 
 
 # Markers of a reply that is not an agent's text turn: a code fence, a line that starts a
-# Python import, function or class, an API line as the prompt writes them, a JSON object.
+# Python import, function or class, an API line as the prompt writes them, a JSON object, or
+# a JSON or Python value as the whole reply (the API results' booleans, null, a number).
 _NOT_TEXT = re.compile(
     r"```"
     r"|^\s*(?:import\s+\w|from\s+[\w.]+\s+import\s|def\s+\w+\s*\(|class\s+\w+\s*[:(])"
     r"|\[API (?:call|result)\b"
-    r'|\{\s*"',
-    re.MULTILINE,
+    r'|\{\s*"'
+    r"|\A\s*(?:true|false|none|null|-?\d+(?:\.\d+)?)\s*\Z",
+    re.MULTILINE | re.IGNORECASE,
 )
 
 
 def text_turn(completions: list[str]) -> np.ndarray:
     """1.0 per completion that reads as a text turn, 0.0 per one holding code, a JSON object
-    or an ``[API call ...]`` / ``[API result ...]`` line (see :class:`Taskmaster4Reward`).
+    or an ``[API call ...]`` / ``[API result ...]`` line, or one that is a bare JSON or
+    Python value (see :class:`Taskmaster4Reward`).
 
     >>> text_turn(["One mocha, coming up.", "import requests", '{"order_id": "1"}',
     ...            "```python", "[API call get_menu_items: {}]", "Is {that} right?"]).tolist()
     [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    >>> text_turn(["True", " null", "12.5", "True, it is.", "None for me.", "2 lattes"]).tolist()
+    [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     """
     return np.array([_NOT_TEXT.search(c) is None for c in completions], dtype=np.float32)
 
