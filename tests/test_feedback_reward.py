@@ -20,6 +20,8 @@ from textgym.feedback.reward_model import (
     RewardModel,
     RewardModelConfig,
     ScoredText,
+    context_accuracy,
+    evaluate,
     examples_from_store,
     train_reward_model,
 )
@@ -276,11 +278,48 @@ def test_binary_labels_with_bce(one_thread, tiny_encoder, tmp_path):
     assert metrics["eval/accuracy"] >= 0.9
     assert metrics["eval/auc"] >= 0.95
     assert 0.5 <= metrics["eval/majority_baseline"] < 0.8
+    assert "eval/context_accuracy" not in metrics  # one prompt for all: no other context
     path = model.save(tmp_path / "bin")
     probs = LearnedReward(path, output="prob")(
         ["", ""], ["the hotel was superb", "it was nasty"], None
     )
     assert 0 < probs[1] < 0.5 < probs[0] < 1
+
+
+class _ScoringRule:
+    """A stand-in reward model: a reply scores 1 when its first word is in the prompt, or
+    (``reads_prompt=False``) by its length alone."""
+
+    def __init__(self, kind: str, reads_prompt: bool) -> None:
+        self.kind, self.reads_prompt = kind, reads_prompt
+
+    def score(self, prompts, completions, *, batch_size=128):
+        if not self.reads_prompt:
+            return np.array([len(c) for c in completions], dtype=np.float32)
+        return np.array(
+            [float(c.split()[0] in p) for p, c in zip(prompts, completions, strict=True)],
+            dtype=np.float32,
+        )
+
+
+def test_context_accuracy_tells_a_model_that_reads_the_prompt_from_one_that_does_not():
+    prompts = ["user: a latte", "user: a mocha", "user: a tea"]
+    replies = ["latte coming up", "mocha coming up", "tea coming up"]
+    assert context_accuracy(_ScoringRule("binary", True), prompts, replies) == 1.0
+    assert context_accuracy(_ScoringRule("binary", False), prompts, replies) == 0.5
+    assert context_accuracy(_ScoringRule("binary", True), ["same"] * 3, replies) is None
+    # evaluate reports it over the good (binary), chosen (pairs) or above-median (ratings)
+    # replies; a bad reply that fits no prompt does not count.
+    labelled = [ScoredText(p, r, 1.0) for p, r in zip(prompts, replies, strict=True)]
+    labelled.append(ScoredText("user: a tea", "nothing, ever", 0.0))
+    metrics = evaluate(_ScoringRule("binary", True), labelled)
+    assert metrics["eval/context_accuracy"] == 1.0 and metrics["eval/size"] == 4
+    assert evaluate(_ScoringRule("binary", False), labelled)["eval/context_accuracy"] == 0.5
+    pairs = [PreferencePair(p, r, "no", "r") for p, r in zip(prompts, replies, strict=True)]
+    assert evaluate(_ScoringRule("pairs", True), pairs)["eval/context_accuracy"] == 1.0
+    ratings = [5.0, 4.0, 3.0, 1.0]
+    rated = [ScoredText(e.prompt, e.completion, t) for e, t in zip(labelled, ratings, strict=True)]
+    assert evaluate(_ScoringRule("ratings", True), rated)["eval/context_accuracy"] == 1.0
 
 
 def test_training_input_is_validated(tiny_encoder):

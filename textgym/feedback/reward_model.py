@@ -333,44 +333,87 @@ def correlations(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     }
 
 
+def context_accuracy(
+    model: RewardModel,
+    prompts: Sequence[str],
+    replies: Sequence[str],
+    own: np.ndarray | None = None,
+    *,
+    batch_size: int = 128,
+) -> float | None:
+    """Share of ``replies`` that score higher after their own prompt than after another
+    (ties one half): 0.5 when the model ignores the prompt; None with fewer than two distinct
+    prompts. Each reply moves to the next distinct prompt in order of first appearance.
+    ``own`` may pass the replies' scores after their own prompts, already computed.
+
+    Give it replies that are good where they stand. A reward model that judges them as well
+    after any other conversation pays a generic reply ("You're welcome.") as much as an
+    answer, and RL learns the generic reply.
+    """
+    distinct = list(dict.fromkeys(prompts))
+    if len(distinct) < 2:
+        return None
+    following = {p: distinct[(i + 1) % len(distinct)] for i, p in enumerate(distinct)}
+    if own is None:
+        own = model.score(prompts, replies, batch_size=batch_size)
+    other = model.score([following[p] for p in prompts], replies, batch_size=batch_size)
+    return pairwise_accuracy(own, other)
+
+
 def evaluate(
     model: RewardModel, examples: Sequence[Any], *, batch_size: int = 128
 ) -> dict[str, float]:
-    """Held-out metrics of ``model`` on pairs or scored texts, namespaced ``eval/...``."""
+    """Held-out metrics of ``model`` on pairs or scored texts, namespaced ``eval/...``.
+
+    Beside the kind's own metrics, ``eval/context_accuracy`` (:func:`context_accuracy`) of
+    the preferred replies (chosen, labelled good, rated above the median), when the examples
+    have two distinct prompts or more.
+    """
     if not examples:
         return {}
+    prompts = [e.prompt for e in examples]
     if model.kind == "pairs":
-        chosen = model.score(
-            [e.prompt for e in examples], [e.chosen for e in examples], batch_size=batch_size
-        )
-        rejected = model.score(
-            [e.prompt for e in examples], [e.rejected for e in examples], batch_size=batch_size
-        )
-        return {"eval/accuracy": pairwise_accuracy(chosen, rejected), "eval/size": len(examples)}
-    scores = model.score(
-        [e.prompt for e in examples], [e.completion for e in examples], batch_size=batch_size
+        chosen_texts = [e.chosen for e in examples]
+        chosen = model.score(prompts, chosen_texts, batch_size=batch_size)
+        rejected = model.score(prompts, [e.rejected for e in examples], batch_size=batch_size)
+        metrics = {"eval/accuracy": pairwise_accuracy(chosen, rejected)}
+        preferred = np.ones(len(examples), dtype=bool)
+        scores = chosen
+    else:
+        chosen_texts = [e.completion for e in examples]
+        scores = model.score(prompts, chosen_texts, batch_size=batch_size)
+        target = np.array([e.target for e in examples], dtype=float)
+        if model.kind == "ratings":
+            corr = correlations(scores, target)
+            metrics = {
+                "eval/pearson": corr["pearson"],
+                "eval/spearman": corr["spearman"],
+                "eval/mse": float(np.mean((scores - target) ** 2)),
+            }
+            preferred = target > np.median(target)
+        else:
+            preferred = target > 0.5
+            pred = scores > 0
+            positive_rate = float(preferred.mean())
+            recall_pos = float(pred[preferred].mean()) if preferred.any() else float("nan")
+            recall_neg = float((~pred[~preferred]).mean()) if (~preferred).any() else float("nan")
+            metrics = {
+                "eval/accuracy": float((pred == preferred).mean()),
+                "eval/majority_baseline": max(positive_rate, 1 - positive_rate),
+                "eval/balanced_accuracy": (recall_pos + recall_neg) / 2,
+                "eval/auc": roc_auc(scores, preferred),
+            }
+    keep = np.flatnonzero(preferred)
+    context = context_accuracy(
+        model,
+        [prompts[i] for i in keep],
+        [chosen_texts[i] for i in keep],
+        scores[keep],
+        batch_size=batch_size,
     )
-    target = np.array([e.target for e in examples], dtype=float)
-    if model.kind == "ratings":
-        corr = correlations(scores, target)
-        return {
-            "eval/pearson": corr["pearson"],
-            "eval/spearman": corr["spearman"],
-            "eval/mse": float(np.mean((scores - target) ** 2)),
-            "eval/size": len(examples),
-        }
-    labels = target > 0.5
-    pred = scores > 0
-    positive_rate = float(labels.mean())
-    recall_pos = float(pred[labels].mean()) if labels.any() else float("nan")
-    recall_neg = float((~pred[~labels]).mean()) if (~labels).any() else float("nan")
-    return {
-        "eval/accuracy": float((pred == labels).mean()),
-        "eval/majority_baseline": max(positive_rate, 1 - positive_rate),
-        "eval/balanced_accuracy": (recall_pos + recall_neg) / 2,
-        "eval/auc": roc_auc(scores, labels),
-        "eval/size": len(examples),
-    }
+    if context is not None:
+        metrics["eval/context_accuracy"] = context
+    return {**metrics, "eval/size": len(examples)}
 
 
 # ----------------------------------------------------------------------------- training
