@@ -21,6 +21,7 @@ from textgym.feedback.reward_model import (
     RewardModelConfig,
     ScoredText,
     context_accuracy,
+    context_negatives,
     evaluate,
     examples_from_store,
     train_reward_model,
@@ -320,6 +321,33 @@ def test_context_accuracy_tells_a_model_that_reads_the_prompt_from_one_that_does
     ratings = [5.0, 4.0, 3.0, 1.0]
     rated = [ScoredText(e.prompt, e.completion, t) for e, t in zip(labelled, ratings, strict=True)]
     assert evaluate(_ScoringRule("ratings", True), rated)["eval/context_accuracy"] == 1.0
+
+
+def test_context_negatives_move_good_replies_to_other_prompts(one_thread, tiny_encoder):
+    # Each good reply (and only a good one) comes back after another prompt, labelled bad;
+    # training sees them beside the originals.
+    rng = np.random.default_rng(3)
+    data = [
+        ScoredText(f"review the {thing} :", f"the {thing} was {rng.choice(GOOD if y else BAD)}", y)
+        for thing, y in zip(rng.choice(["meal", "film", "hotel"], 40), [1.0, 0.0] * 20, strict=True)
+    ]
+    negatives = context_negatives(data, 1.0, seed=1)
+    good = [(e.prompt, e.completion) for e in data if e.target == 1.0]
+    assert len(negatives) == 20 and all(n.target == 0.0 for n in negatives)
+    assert sorted(n.completion for n in negatives) == sorted(c for _, c in good)
+    assert all((n.prompt, n.completion) not in good for n in negatives)  # a prompt of another thing
+    assert len(context_negatives(data, 0.5, seed=1)) == 10
+    assert context_negatives(data, 1.0, seed=1) == negatives  # seeded
+    _, metrics = train_reward_model(
+        data, data, tiny_config("binary", base_model=tiny_encoder, epochs=1, context_negatives=1.0)
+    )
+    assert metrics["train/size"] == 60 and "eval/context_accuracy" in metrics
+    with pytest.raises(ValueError, match=r"context_negatives must be in \[0, 1\], got 2"):
+        RewardModelConfig(kind="binary", context_negatives=2)
+    with pytest.raises(ValueError, match="context_negatives needs kind='binary'.*'pairs'"):
+        RewardModelConfig(kind="pairs", context_negatives=0.5)
+    with pytest.raises(ValueError, match="two distinct prompts or more"):
+        context_negatives([ScoredText("p", "a", 1.0), ScoredText("p", "b", 0.0)], 1.0)
 
 
 def test_training_input_is_validated(tiny_encoder):

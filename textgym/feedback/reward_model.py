@@ -85,6 +85,9 @@ class RewardModelConfig:
     """Examples per forward pass when scoring."""
     balance_classes: bool = False
     """For "binary": weight the positive class by #neg/#pos in the BCE loss."""
+    context_negatives: float = 0.0
+    """For "binary": this share of the good training replies is also added after another
+    training prompt, labelled bad, so the model must read the prompt (:func:`context_negatives`)."""
     seed: int = 0
     """Seed of the subset, the split, the head initialisation and the batch order."""
     device: str | None = None
@@ -107,6 +110,12 @@ class RewardModelConfig:
         for name in ("eval_fraction", "warmup_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not 0 <= self.context_negatives <= 1:
+            raise ValueError(f"context_negatives must be in [0, 1], got {self.context_negatives!r}")
+        if self.context_negatives and self.kind != "binary":
+            raise ValueError(
+                f"context_negatives needs kind='binary' (good and bad labels), got {self.kind!r}"
+            )
 
 
 def _device(device: str | None) -> torch.device:
@@ -446,6 +455,34 @@ def _check_examples(kind: str, examples: Sequence[Any], name: str) -> list[Any]:
     return out
 
 
+def context_negatives(
+    examples: Sequence[ScoredText], share: float, seed: int = 0
+) -> list[ScoredText]:
+    """``share`` of the good replies among ``examples`` (a seeded random choice), each after
+    another example's prompt (a seeded random one), labelled 0.
+
+    A model trained on replies with their own conversations can learn what a good reply looks
+    like without reading the conversation (``eval/context_accuracy`` near 0.5, see
+    :func:`context_accuracy`); these negatives pay it for telling the two apart.
+
+    >>> rows = [ScoredText("user: a latte", "One latte.", 1), ScoredText("user: a tea", "One tea.", 1)]
+    >>> sorted((n.completion, n.prompt, n.target) for n in context_negatives(rows, 1.0))
+    [('One latte.', 'user: a tea', 0.0), ('One tea.', 'user: a latte', 0.0)]
+    """
+    prompts = list(dict.fromkeys(e.prompt for e in examples))
+    if len(prompts) < 2:
+        raise ValueError("context_negatives needs examples with two distinct prompts or more")
+    rng = random.Random(seed)
+    good = [e for e in examples if e.target > 0.5]
+    out = []
+    for e in rng.sample(good, round(share * len(good))):
+        other = rng.choice(prompts)
+        while other == e.prompt:
+            other = rng.choice(prompts)
+        out.append(ScoredText(other, e.completion, 0.0))
+    return out
+
+
 def train_reward_model(
     train: Sequence[Any],
     eval: Sequence[Any] | None = None,
@@ -472,6 +509,8 @@ def train_reward_model(
         train = random.Random(config.seed + 1).sample(train, config.max_train_examples)
     if not train:
         raise ValueError("no training examples: label some data first, or lower eval_fraction")
+    if config.context_negatives:
+        train = train + context_negatives(train, config.context_negatives, config.seed)
     torch.manual_seed(config.seed)
     device = _device(config.device)
     model = RewardModel.from_encoder(
