@@ -125,6 +125,19 @@ run sst2_sentiment maskable-ppo 0
 # Taskmaster-4's PPO rerun under the fixed reward. Its first run answered "True" to 43 of 100
 # held-out prompts (docs/results/pilot-taskmaster-true); a bare value now scores 0.
 run taskmaster4_rlhf ppo 0
+# Taskmaster-4's reward model does not read the conversation (eval/context_accuracy 0.52), so
+# PPO won it with generic replies. The same recipe with context negatives (each good training
+# reply again after another conversation, labelled bad), and base, RLOO and PPO under it.
+CONTEXT_RM=runs/reward_models/context
+if [ ! -f "$CONTEXT_RM/taskmaster4/recipe_metrics.json" ]; then
+  "$TEXTGYM" feedback train-rm --data taskmaster4 --epochs 2 --max-length 160 \
+    --context-negatives 1.0 --out "$CONTEXT_RM/taskmaster4"
+fi
+mkdir -p docs/results/pilot-taskmaster-context
+cp "$CONTEXT_RM/taskmaster4/recipe_metrics.json" docs/results/pilot-taskmaster-context/reward_model.json
+for algo in base rloo ppo; do
+  TEXTGYM_REWARD_MODELS=$CONTEXT_RM pilot taskmaster-context taskmaster4_rlhf $algo 0
+done
 # RL after SFT, RLHF's usual pipeline: SFT beat every RL row on DialogSum, so does RL still
 # add to it? RLOO warm-started from the SFT policy (its KL taken to that policy), beside a
 # rerun of base and SFT that keeps the SFT policy for the warm start.
