@@ -204,11 +204,11 @@ def _seeds(differences: dict[str, dict[str, Difference]], algo: str) -> int:
     return max(per[algo].seeds for per in differences.values() if algo in per)
 
 
-def base_difference_table(differences: dict[str, dict[str, Difference]]) -> str:
+def base_difference_table(differences: dict[str, dict[str, Difference]], base: str = "base") -> str:
     """Markdown table of :func:`base_differences`: a row per algorithm, a column per metric,
     each cell the mean difference with its 95% interval. An interval that excludes 0 is a
     difference from the base model that the held-out prompts and the seeds support. Empty when
-    there is nothing to compare.
+    there is nothing to compare. ``base`` names the row the differences were taken from.
 
     >>> paired = {"reward": {"base": [[0.2, 0.4]], "ppo": [[0.5, 0.5], [0.7, 0.5]]}}
     >>> print(base_difference_table(base_differences(paired)))
@@ -219,7 +219,7 @@ def base_difference_table(differences: dict[str, dict[str, Difference]]) -> str:
     algos = list(dict.fromkeys(a for per in differences.values() for a in per))
     if not algos:
         return ""
-    lines = ["| algo - base | seeds | " + " | ".join(f"{t} (95% CI)" for t in differences) + " |",
+    lines = [f"| algo - {base} | seeds | " + " | ".join(f"{t} (95% CI)" for t in differences) + " |",
              "|" + "---|" * (len(differences) + 2)]  # fmt: skip
     for algo in algos:
         cells = [per.get(algo) for per in differences.values()]
@@ -477,16 +477,21 @@ def _run_files(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return record, read_csv(run / "curve.csv") if (run / "curve.csv").is_file() else []
 
 
-def write_report(run_dir: str | Path, threshold: float | None = None) -> Path:
+def write_report(
+    run_dir: str | Path, threshold: float | None = None, against: Sequence[str] = ()
+) -> Path:
     """Write ``report.md`` and the plots of the grid in ``run_dir``; returns the report's path.
     With ``threshold``, each task also gets the share of held-out prompts whose reward is
-    above it (:func:`success_rates`), and that share's difference from the base model.
+    above it (:func:`success_rates`), and that share's difference from the base model. Each
+    algorithm of ``against`` gets a table like the base model's: every other algorithm's
+    paired difference from it (``sft`` for RL after SFT), in the tasks that ran it.
 
     ``results.csv`` is rebuilt from the runs' ``result.json`` files first (when there are any),
     so the committed ``result.json`` files alone regenerate the report.
 
     Raises:
         FileNotFoundError: ``run_dir`` has no finished run (no ``result.json``, no ``results.csv``).
+        ValueError: an algorithm of ``against`` has no run in ``run_dir``.
     """
     from agents.bench.results import load_results, write_results_csv
 
@@ -500,6 +505,10 @@ def write_report(run_dir: str | Path, threshold: float | None = None) -> Path:
             "with at least one finished run (a <task>/<algo>/seed<k>/result.json)"
         )
     rows = read_csv(results)
+    missing = [a for a in against if a not in {r["algo"] for r in rows}]
+    if missing:
+        ran = ", ".join(sorted({r["algo"] for r in rows}))
+        raise ValueError(f"against={missing}: no run of it in {run_dir}; algorithms there: {ran}")
     log = run_dir / "bench.json"
     commands = json.loads(log.read_text()).get("commands", []) if log.is_file() else []
     by_task: dict[str, list[dict[str, str]]] = defaultdict(list)
@@ -539,6 +548,10 @@ def write_report(run_dir: str | Path, threshold: float | None = None) -> Path:
         table = base_difference_table(differences)
         if table:
             parts += ["Against the base model, on the same prompts:", "", table, ""]
+        for other in against:
+            table = base_difference_table(base_differences(paired, other), other)
+            if table:
+                parts += [f"Against {other}, on the same prompts:", "", table, ""]
         rates = success_rates(paired, threshold) if threshold is not None else {}
         if rates:
             parts += [f"Share of prompts with a reward above {threshold:g}:", "",
@@ -591,13 +604,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also tabulate the share of held-out prompts whose reward is above T, against the "
         "base model (0.5 on sst2_sentiment: the positive rate)",
     )
+    p.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="ALGO",
+        help="also tabulate every algorithm's paired difference from ALGO, as from the base "
+        "model (sft: what RL after SFT adds); repeatable",
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     try:
-        print(f"report: {write_report(args.run_dir, args.threshold)}")
-    except FileNotFoundError as exc:
+        print(f"report: {write_report(args.run_dir, args.threshold, args.against)}")
+    except (FileNotFoundError, ValueError) as exc:
         import sys
 
         print(f"textgym report: error: {exc}", file=sys.stderr)

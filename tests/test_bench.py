@@ -514,6 +514,24 @@ def test_report_has_no_difference_plot_without_a_base_row(tmp_path):
     assert not (tmp_path / "plots" / "gains_t.png").exists()
 
 
+def test_report_against_another_algorithm(tmp_path, capsys):
+    # RL after SFT: each algorithm's paired difference from sft, beside the one from base.
+    rewards = {"base": [0.1, 0.2, 0.3], "sft": [0.5, 0.6, 0.7], "rloo": [0.6, 0.6, 0.9]}
+    for algo, values in rewards.items():
+        _fake_run(tmp_path, "t", algo, 0, values, kl=1.0)
+    report = write_report(tmp_path, against=["sft"]).read_text().splitlines()
+    table = report[report.index("Against sft, on the same prompts:") + 2 :]
+    assert table[0] == "| algo - sft | seeds | reward (95% CI) |"
+    rows = {line.split(" | ")[0][2:]: line for line in table[2:4]}
+    assert set(rows) == {"base", "rloo"}
+    assert rows["rloo"].startswith(f"| rloo | 1 | {np.mean([0.1, 0.0, 0.2]):.3f} [")
+    assert "Against the base model, on the same prompts:" in report
+    with pytest.raises(ValueError, match=r"against=\['dpo'\]: no run of it in .*: base, rloo, sft"):
+        write_report(tmp_path, against=["dpo"])
+    assert cli.main(["report", str(tmp_path), "--against", "dpo"]) == 2
+    assert "no run of it" in capsys.readouterr().err
+
+
 def test_report_threshold_tabulates_the_share_of_prompts_won_against_the_base(tmp_path, capsys):
     base = np.array([[0.2, 0.6, 0.4, 0.9]])  # 2 of 4 prompts above 0.5
     ppo = np.array([[0.7, 0.8, 0.3, 0.6], [0.9, 0.9, 0.9, 0.1]])  # 3 of 4 in each seed
