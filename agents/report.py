@@ -505,10 +505,11 @@ def write_report(
             "with at least one finished run (a <task>/<algo>/seed<k>/result.json)"
         )
     rows = read_csv(results)
-    missing = [a for a in against if a not in {r["algo"] for r in rows}]
+    ran = {r["algo"] for r in rows}
+    missing = [a for a in against if a not in ran]
     if missing:
-        ran = ", ".join(sorted({r["algo"] for r in rows}))
-        raise ValueError(f"against={missing}: no run of it in {run_dir}; algorithms there: {ran}")
+        there = ", ".join(sorted(ran))
+        raise ValueError(f"against={missing}: no run of it in {run_dir}; algorithms there: {there}")
     log = run_dir / "bench.json"
     commands = json.loads(log.read_text()).get("commands", []) if log.is_file() else []
     by_task: dict[str, list[dict[str, str]]] = defaultdict(list)
