@@ -144,19 +144,18 @@ done
 for algo in base sft; do pilot rl-after-sft dialogsum_rl $algo 0 --save-policy; done
 pilot rl-after-sft dialogsum_rl rloo 0 \
   --set "rloo.init=$GRID/pilot-rl-after-sft/dialogsum_rl/sft/seed0/policy"
-# Then a second and a third seed of every cell, cheapest first within a seed: sentiment's RLOO
-# and REINFORCE (GRPO has three), DialogSum's RLOO, Taskmaster-4's RLOO and REINFORCE,
-# DialogSum's PPO; Taskmaster-4's PPO (45 minutes a run) last.
+# Then a second and a third seed of every on-policy cell, cheapest first: sentiment's RLOO and
+# REINFORCE (PPO and GRPO have three), DialogSum's RLOO and REINFORCE, Taskmaster-4's RLOO,
+# REINFORCE and GRPO; then the PPO rows (DialogSum 15, Taskmaster-4 20 minutes a run) and the
+# lambda-1 pilot beside DialogSum's PPO.
 for seed in 1 2; do
   for algo in rloo reinforce; do run sst2_sentiment $algo $seed; done
-  run dialogsum_rl rloo $seed
-  for algo in rloo reinforce; do run taskmaster4_rlhf $algo $seed; done
-  run dialogsum_rl reinforce $seed
-  run dialogsum_rl ppo $seed
-  pilot ppo-lambda1 dialogsum_rl ppo $seed --set ppo.gae_lambda=1.0  # beside it: is lambda 1 better?
+  for algo in rloo reinforce; do run dialogsum_rl $algo $seed; done
+  for algo in rloo reinforce grpo; do run taskmaster4_rlhf $algo $seed; done
 done
+for seed in 1 2; do run dialogsum_rl ppo $seed; done
 for seed in 1 2; do run taskmaster4_rlhf ppo $seed; done
-run taskmaster4_rlhf grpo 2
+for seed in 1 2; do pilot ppo-lambda1 dialogsum_rl ppo $seed --set ppo.gae_lambda=1.0; done
 # Sentiment has 5 seeds per cell.
 for seed in 3 4; do for algo in ppo grpo rloo reinforce; do run sst2_sentiment $algo $seed; done; done
 for seed in 1 2 3 4; do for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done; done
