@@ -417,8 +417,10 @@ _NOT_TEXT = re.compile(
     r"|^\s*(?:import\s+\w|from\s+[\w.]+\s+import\s|def\s+\w+\s*\(|class\s+\w+\s*[:(])"
     r"|\[API (?:call|result)\b"
     r'|\{\s*"'
-    r"|\A\s*(?:true|false|none|null|-?\d+(?:\.\d+)?)\s*\Z",
-    re.MULTILINE | re.IGNORECASE,
+    # Any case for the bare value ("True", "null"); code keywords are lower-case only, so that
+    # prose such as "Import duties apply." stays a text turn.
+    r"|\A\s*(?i:true|false|none|null|-?\d+(?:\.\d+)?)\s*\Z",
+    re.MULTILINE,
 )
 
 
@@ -432,6 +434,8 @@ def text_turn(completions: list[str]) -> np.ndarray:
     [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
     >>> text_turn(["True", " null", "12.5", "True, it is.", "None for me.", "2 lattes"]).tolist()
     [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    >>> text_turn(["Import duties apply.", "From here import nothing.", "Class A: window"]).tolist()
+    [1.0, 1.0, 1.0]
     """
     return np.array([_NOT_TEXT.search(c) is None for c in completions], dtype=np.float32)
 
