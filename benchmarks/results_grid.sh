@@ -72,14 +72,18 @@ run() { run_into "$1" "$@"; }  # run TASK ALGO SEED: a grid run, in the task's o
 # A variant beside the grid (docs/results/pilot-NAME): pilot NAME TASK ALGO SEED --set KEY=VALUE
 pilot() { local name=$1; shift; run_into "pilot-$name" "$@"; }
 
-reward_model() {  # the Taskmaster-4 reward model, with its held-out AUC kept beside the runs
-  local out=runs/reward_models/taskmaster4
-  if [ -f "$GRID/taskmaster4_rm.done" ]; then return 0; fi
-  "$TEXTGYM" feedback train-rm --data taskmaster4 --epochs 2 --max-length 160 --out "$out"
-  mkdir -p docs/results/taskmaster4_rlhf
-  cp "$out/recipe_metrics.json" docs/results/taskmaster4_rlhf/reward_model.json
-  touch "$GRID/taskmaster4_rm.done"
-  publish taskmaster4_rlhf "taskmaster4 reward model (2 epochs, 160 tokens)"
+reward_model() {  # reward_model FOLDER MODELS [TRAIN-RM ARGS...]: the Taskmaster-4 reward model
+  # in MODELS/taskmaster4 for the runs of docs/results/FOLDER, its held-out metrics (AUC, context
+  # accuracy) committed there as reward_model.json. Trained once; the committed metrics are
+  # kept, so a retrained copy (same metrics, another train_seconds) does not rewrite them.
+  local dir=$1 out=$2/taskmaster4
+  shift 2
+  [ -f "$out/recipe_metrics.json" ] ||
+    "$TEXTGYM" feedback train-rm --data taskmaster4 --epochs 2 --max-length 160 "$@" --out "$out"
+  [ -f "docs/results/$dir/reward_model.json" ] && return 0
+  mkdir -p "docs/results/$dir"
+  cp "$out/recipe_metrics.json" "docs/results/$dir/reward_model.json"
+  publish "$dir" "$dir reward model (2 epochs, 160 tokens${*:+, $*})"
 }
 
 # The sentiment reward model (docs/tasks.md); the Taskmaster-4 one is trained below, in order.
@@ -90,7 +94,7 @@ reward_model() {  # the Taskmaster-4 reward model, with its held-out AUC kept be
 run sst2_sentiment base 0
 run sst2_sentiment ppo 0
 run sst2_sentiment best-of-n 0
-reward_model
+reward_model taskmaster4_rlhf runs/reward_models
 # Taskmaster-4's rows are under its third reward: RL won the first with a bare code fence and
 # the second with Python code as the reply (docs/results/pilot-taskmaster-{fence,code}).
 run taskmaster4_rlhf base 0
@@ -129,12 +133,7 @@ run taskmaster4_rlhf ppo 0
 # PPO won it with generic replies. The same recipe with context negatives (each good training
 # reply again after another conversation, labelled bad), and base, RLOO and PPO under it.
 CONTEXT_RM=runs/reward_models/context
-if [ ! -f "$CONTEXT_RM/taskmaster4/recipe_metrics.json" ]; then
-  "$TEXTGYM" feedback train-rm --data taskmaster4 --epochs 2 --max-length 160 \
-    --context-negatives 1.0 --out "$CONTEXT_RM/taskmaster4"
-fi
-mkdir -p docs/results/pilot-taskmaster-context
-cp "$CONTEXT_RM/taskmaster4/recipe_metrics.json" docs/results/pilot-taskmaster-context/reward_model.json
+reward_model pilot-taskmaster-context $CONTEXT_RM --context-negatives 1.0
 for algo in base rloo ppo; do
   TEXTGYM_REWARD_MODELS=$CONTEXT_RM pilot taskmaster-context taskmaster4_rlhf $algo 0
 done
