@@ -19,6 +19,7 @@ from textgym.feedback.recipes import (
     TASKMASTER4_REWARD_FILES,
     SentimentReward,
     Taskmaster4Reward,
+    loop_free,
     reward_model_dir,
     sst2_examples,
     taskmaster4_examples,
@@ -240,7 +241,9 @@ def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monk
     out = tmp_path / "tm4"
     config = dict(base_model=tiny_bert, max_length=64, batch_size=8, epochs=1, device="cpu")
     _, metrics = train_recipe("taskmaster4", out, path=FIXTURES, **config)
-    assert metrics["train/size"] == 25 and metrics["eval/size"] == 5  # files 00-04 vs 05
+    assert metrics["eval/size"] == 5  # files 00-04 vs 05
+    # The recipe adds each of the 15 good training replies again after another conversation.
+    assert metrics["train/size"] == 25 + 15 and "eval/context_accuracy" in metrics
     assert metrics["eval_text/size"] == 4  # the held-out API-call row is left out
     assert metrics["eval/majority_baseline"] == pytest.approx(0.6)
     monkeypatch.setenv("TEXTGYM_REWARD_MODELS", str(tmp_path))
@@ -273,6 +276,21 @@ def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monk
     np.testing.assert_allclose(raw, whole(prompts, machine, None))
     with pytest.raises(ValueError, match=r"text_only must be True or False, got 'no'"):
         Taskmaster4Reward(out, text_only="no")
+    # A reply that repeats itself (PPO looped "The order of the order of ...") scores 0 too;
+    # min_distinct=0 gives the model's score back.
+    loops = [
+        "The order of the order of the order of the order",
+        "One mocha, please. One mocha, please.",
+    ]
+    assert reward(prompts[:2], loops, None).tolist() == [0.0, 0.0]
+    ungated = Taskmaster4Reward(out, min_distinct=0, device="cpu")(prompts[:2], loops, None)
+    np.testing.assert_allclose(ungated, whole(prompts[:2], loops, None))
+    for bad, message in [
+        (1.0, r"in \[0, 1\) \(0: no repetition gate\), got 1.0"),
+        (True, r"a number in \[0, 1\), got True"),
+    ]:
+        with pytest.raises(ValueError, match=f"min_distinct must be {message}"):
+            Taskmaster4Reward(out, min_distinct=bad)
 
 
 def test_train_rm_command_line_errors(tmp_path, capsys):
@@ -409,6 +427,7 @@ def test_real_taskmaster4_replies_are_text_turns(shared_data):
     replies = [r for samples in task.splits.values() for s in samples for r in s.references]
     assert len(replies) > 1_000
     assert text_turn(replies).min() == 1.0
+    assert loop_free(replies, 0.8).min() == 1.0  # nor the repetition gate (lowest: 0.857)
 
 
 def test_real_dialogsum_rl_is_dialogsum_with_the_climbable_reward(shared_data):

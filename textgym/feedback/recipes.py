@@ -42,6 +42,7 @@ from textgym.feedback.reward_model import (
     train_reward_model,
 )
 from textgym.rewards.base import register_reward
+from textgym.rewards.metrics import RepetitionPenalty
 from textgym.tasks.base import prompt_text
 from textgym.tasks.datasets import DataFormatError, dataset_dir
 from textgym.tasks.datasets.continuation import detokenize_sst2, sst2_text
@@ -211,8 +212,17 @@ RECIPES: dict[str, Recipe] = {
             taskmaster4_examples(TASKMASTER4_REWARD_FILES[:5], path),
             taskmaster4_examples(TASKMASTER4_REWARD_FILES[5:], path),
         ),
-        # 128 tokens keep the end of the conversation: 670 CPU-seconds (held-out AUC 0.626).
-        {"kind": "binary", "max_length": 128, "learning_rate": 1e-4},
+        # 160 tokens keep the end of the conversation. Each good reply is also shown after
+        # another conversation, labelled bad, so the model must read it: without that its
+        # context accuracy was 0.52 and PPO won it with generic replies. 780 s on 2 cores
+        # (held-out AUC 0.730, context accuracy 0.937; docs/tasks.md).
+        {
+            "kind": "binary",
+            "max_length": 160,
+            "epochs": 2.0,
+            "learning_rate": 1e-4,
+            "context_negatives": 1.0,
+        },
     ),
 }
 """Recipe name -> :class:`Recipe`."""
@@ -374,13 +384,21 @@ class Taskmaster4Reward(RecipeReward):
       answered 43 of 100 held-out prompts with it). The task asks for the agent's next text
       turn, and none of Taskmaster-4's 6,920 agent text turns is or holds any of these; the
       model was trained on replies that include API calls, and rated code replies 0.958
-      against 0.936 for the base model's other replies, ``True`` 0.946.
+      against 0.936 for the base model's other replies, ``True`` 0.946;
+    - a reply that repeats itself, with fewer than ``min_distinct`` of its word trigrams
+      distinct (:func:`loop_free`): PPO repeated "The order of the order of ..." to the length
+      limit, which both recipe models rate above the real agent turn (0.946 against 0.937
+      without context negatives, 0.695 against 0.579 with them), and the base model often
+      says one sentence twice (0.55 to 0.75 of its trigrams distinct). Every real agent turn
+      of the 6,920 keeps at least 0.857 of its trigrams distinct.
 
     Args:
         path: the model folder; default :func:`reward_model_dir` ``("taskmaster4")``.
         min_words: words a reply needs for the full probability (0: no scaling).
         text_only: score a reply that is not a text turn 0 (False: the model's score alone,
             for contexts whose next agent turn may be an API call).
+        min_distinct: the share of distinct word trigrams below which a reply scores 0, in
+            [0, 1) (0: no repetition gate).
         device: torch device; default CUDA when available.
         batch_size: texts per forward pass.
     """
@@ -394,18 +412,23 @@ class Taskmaster4Reward(RecipeReward):
         *,
         min_words: int = 1,
         text_only: bool = True,
+        min_distinct: float = 0.8,
         device: str | None = None,
         batch_size: int = 64,
     ) -> None:
         if not isinstance(text_only, bool):
             raise ValueError(f"text_only must be True or False, got {text_only!r}")
+        check_min_distinct(min_distinct)
         super().__init__(path, min_words=min_words, device=device, batch_size=batch_size)
         self.text_only = text_only
+        self.min_distinct = min_distinct
 
     def scaled(self, prompts: list[str], texts: list[str], completions: list[str]) -> np.ndarray:
         """:meth:`RecipeReward.scaled`, times :func:`text_turn` of the completions when
-        ``text_only``."""
-        scores = super().scaled(prompts, texts, completions)
+        ``text_only`` and :func:`loop_free` of them."""
+        scores = super().scaled(prompts, texts, completions) * loop_free(
+            completions, self.min_distinct
+        )
         return scores * text_turn(completions) if self.text_only else scores
 
 
@@ -438,6 +461,29 @@ def text_turn(completions: list[str]) -> np.ndarray:
     [1.0, 1.0, 1.0]
     """
     return np.array([_NOT_TEXT.search(c) is None for c in completions], dtype=np.float32)
+
+
+def check_min_distinct(min_distinct: float) -> None:
+    if isinstance(min_distinct, bool) or not isinstance(min_distinct, int | float):
+        raise ValueError(f"min_distinct must be a number in [0, 1), got {min_distinct!r}")
+    if not 0 <= min_distinct < 1:
+        raise ValueError(
+            f"min_distinct must be in [0, 1) (0: no repetition gate), got {min_distinct!r}"
+        )
+
+
+def loop_free(completions: list[str], min_distinct: float) -> np.ndarray:
+    """1.0 per completion with at least ``min_distinct`` of its word trigrams distinct (see
+    :class:`~textgym.rewards.metrics.RepetitionPenalty`), 0.0 per one that repeats itself. A
+    completion of fewer than three words has no trigram to repeat and passes.
+
+    >>> loop_free(["The order of the order of the order of the", "Yes.",
+    ...            "Your mocha is ready. Your mocha is ready.",
+    ...            "Your mocha is ready, and your latte is ready too."], 0.8).tolist()
+    [0.0, 1.0, 0.0, 1.0]
+    """
+    distinct = 1.0 + RepetitionPenalty(n=3)([""] * len(completions), completions, None)
+    return (distinct >= min_distinct).astype(np.float32)
 
 
 def check_min_words(min_words: int) -> None:
