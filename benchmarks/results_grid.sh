@@ -123,9 +123,9 @@ for seed in 1 2; do pilot ppo-lambda1 dialogsum_rl ppo $seed --set ppo.gae_lambd
 # Sentiment has 5 seeds per cell.
 for seed in 3 4; do for algo in ppo grpo rloo reinforce; do run sst2_sentiment $algo $seed; done; done
 # Taskmaster-4, every row under the recipe's reward model as it now is. RL won the earlier ones
-# with a bare code fence, Python code, "True", generic replies (that model did not read the
-# conversation: context accuracy 0.52) and a phrase looped to the length limit; each is now
-# gated or trained away (docs/results/pilot-taskmaster-{fence,code,true,generic,context}).
+# with a bare code fence, Python code, "True" and generic replies (that model did not read the
+# conversation: context accuracy 0.52), and both models paid for a phrase looped to the length
+# limit; each is now gated or trained away (docs/results/pilot-taskmaster-*).
 TM_RM=runs/reward_models/taskmaster4
 [ -f "$TM_RM/recipe_metrics.json" ] || "$TEXTGYM" feedback train-rm --data taskmaster4
 if [ ! -f docs/results/taskmaster4_rlhf/reward_model.json ]; then  # its held-out AUC and context

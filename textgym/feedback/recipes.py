@@ -373,9 +373,9 @@ class SentimentReward(RecipeReward):
 
 class Taskmaster4Reward(RecipeReward):
     """P(a person labels the reply good), from the ``taskmaster4`` recipe's reward model,
-    scaled by :func:`word_ramp` and gated by :func:`text_turn`.
+    scaled by :func:`word_ramp` and gated by :func:`text_turn` and :func:`loop_free`.
 
-    Two kinds of reply score 0 whatever the model says of them, because RL found that the
+    Three kinds of reply score 0 whatever the model says of them, because runs showed that the
     model rates them as highly as real replies or higher:
 
     - a reply without a word, empty or punctuation alone (PPO learned a bare code fence);
