@@ -20,6 +20,7 @@ from textgym.feedback.recipes import (
     SentimentReward,
     Taskmaster4Reward,
     loop_free,
+    plain_talk,
     reward_model_dir,
     sst2_examples,
     taskmaster4_examples,
@@ -260,17 +261,19 @@ def test_taskmaster4_recipe_reports_text_replies_apart(tiny_bert, tmp_path, monk
         values[:2], whole(["user: A mocha."] * 2, ["One mocha.", "No."], None)
     )
     assert reward.name == "taskmaster4_rm"
-    # Nor is code, a JSON object, an API line (GRPO learned to answer with Python) or a bare
-    # value (PPO learned "True"), which the model alone rates above 0; text_only=False gives
-    # the model's score back.
+    # Nor is code, a JSON object, an API line (GRPO learned to answer with Python), a bare
+    # value (PPO learned "True") or talk of the system's internals, which the model alone
+    # rates above 0; text_only=False gives the model's score back.
     machine = [
         "import requests\nrequests.get(url)",
         '{"order_id": "1"}',
         "[API call x: {}]",
         "True",
+        "To create a new order, you need to create an order object.",  # RLOO climbed these
+        "Your `order_id` is 1.",
     ]
-    prompts = ["user: A mocha."] * 4
-    assert reward(prompts, machine, None).tolist() == [0.0, 0.0, 0.0, 0.0]
+    prompts = ["user: A mocha."] * 6
+    assert reward(prompts, machine, None).tolist() == [0.0] * 6
     raw = Taskmaster4Reward(out, text_only=False, device="cpu")(prompts, machine, None)
     assert np.all(raw > 0)
     np.testing.assert_allclose(raw, whole(prompts, machine, None))
@@ -427,6 +430,7 @@ def test_real_taskmaster4_replies_are_text_turns(shared_data):
     replies = [r for samples in task.splits.values() for s in samples for r in s.references]
     assert len(replies) > 1_000
     assert text_turn(replies).min() == 1.0
+    assert plain_talk(replies).min() == 1.0  # nor talks of the system's internals
     assert loop_free(replies, 0.8).min() == 1.0  # nor the repetition gate (lowest: 0.857)
 
 

@@ -373,9 +373,10 @@ class SentimentReward(RecipeReward):
 
 class Taskmaster4Reward(RecipeReward):
     """P(a person labels the reply good), from the ``taskmaster4`` recipe's reward model,
-    scaled by :func:`word_ramp` and gated by :func:`text_turn` and :func:`loop_free`.
+    scaled by :func:`word_ramp` and gated by :func:`text_turn`, :func:`plain_talk` and
+    :func:`loop_free`.
 
-    Three kinds of reply score 0 whatever the model says of them, because runs showed that the
+    Four kinds of reply score 0 whatever the model says of them, because runs showed that the
     model rates them as highly as real replies or higher:
 
     - a reply without a word, empty or punctuation alone (PPO learned a bare code fence);
@@ -385,6 +386,11 @@ class Taskmaster4Reward(RecipeReward):
       turn, and none of Taskmaster-4's 6,920 agent text turns is or holds any of these; the
       model was trained on replies that include API calls, and rated code replies 0.958
       against 0.936 for the base model's other replies, ``True`` 0.946;
+    - a text turn about the ordering system's internals (:func:`plain_talk`): "To create a
+      new order, you need to create an order object ...". The base model writes them after
+      the API results, the model rates them as it rates real replies (0.566 against 0.549
+      for the base model's other text replies) because its labels hold none, and RLOO
+      climbed them (49 of 100 replies); none of the 6,920 real agent turns holds the words;
     - a reply that repeats itself, with fewer than ``min_distinct`` of its word trigrams
       distinct (:func:`loop_free`): PPO repeated "The order of the order of ..." to the length
       limit, which both recipe models rate above the real agent turn (0.946 against 0.937
@@ -395,7 +401,8 @@ class Taskmaster4Reward(RecipeReward):
     Args:
         path: the model folder; default :func:`reward_model_dir` ``("taskmaster4")``.
         min_words: words a reply needs for the full probability (0: no scaling).
-        text_only: score a reply that is not a text turn 0 (False: the model's score alone,
+        text_only: score a reply that is not a text turn to the customer 0: code, API lines,
+            bare values and talk of the system's internals (False: the model's score alone,
             for contexts whose next agent turn may be an API call).
         min_distinct: the share of distinct word trigrams below which a reply scores 0, in
             [0, 1) (0: no repetition gate).
@@ -424,12 +431,14 @@ class Taskmaster4Reward(RecipeReward):
         self.min_distinct = min_distinct
 
     def scaled(self, prompts: list[str], texts: list[str], completions: list[str]) -> np.ndarray:
-        """:meth:`RecipeReward.scaled`, times :func:`text_turn` of the completions when
-        ``text_only`` and :func:`loop_free` of them."""
+        """:meth:`RecipeReward.scaled`, times :func:`text_turn` and :func:`plain_talk` of the
+        completions when ``text_only`` and :func:`loop_free` of them."""
         scores = super().scaled(prompts, texts, completions) * loop_free(
             completions, self.min_distinct
         )
-        return scores * text_turn(completions) if self.text_only else scores
+        if not self.text_only:
+            return scores
+        return scores * text_turn(completions) * plain_talk(completions)
 
 
 # Markers of a reply that is not an agent's text turn: a code fence, a line that starts a
@@ -461,6 +470,32 @@ def text_turn(completions: list[str]) -> np.ndarray:
     [1.0, 1.0, 1.0]
     """
     return np.array([_NOT_TEXT.search(c) is None for c in completions], dtype=np.float32)
+
+
+# The vocabulary of the ordering system's internals: a backtick, a snake_case name such as
+# order_id, or a programming word. None of Taskmaster-4's 6,920 agent text turns holds one;
+# words with an everyday sense in a coffee shop ("method" of payment, "server", "string") stay
+# out so that a real reply is never gated.
+_SYSTEM_TALK = re.compile(
+    r"`|\b[a-z]+_[a-z_]*[a-z]\b"
+    r"|(?i:\b(?:apis?|json|python|mongodb|sql|https?|urls?|endpoints?|functions?|code|snippets?"
+    r"|databases?|objects?|attributes?|parameters?|variables?|booleans?|integers?|dictionary"
+    r"|dictionaries|arrays?|schemas?)\b)"
+)
+
+
+def plain_talk(completions: list[str]) -> np.ndarray:
+    """1.0 per completion in the words of a reply to a customer, 0.0 per one that talks about
+    the ordering system's internals: a backtick, a snake_case name or a programming word such
+    as API, JSON, function, code, database, object or attribute (see
+    :class:`Taskmaster4Reward`).
+
+    >>> plain_talk(["One mocha, coming up.", "To add it, call the `add_item` API.",
+    ...             "Your order_id is 12.", "The function returns the order object.",
+    ...             "What payment method would you like?", "Our server will bring it."]).tolist()
+    [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    """
+    return np.array([_SYSTEM_TALK.search(c) is None for c in completions], dtype=np.float32)
 
 
 def check_min_distinct(min_distinct: float) -> None:
