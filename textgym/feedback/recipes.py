@@ -469,7 +469,7 @@ def text_turn(completions: list[str]) -> np.ndarray:
     >>> text_turn(["Import duties apply.", "From here import nothing.", "Class A: window"]).tolist()
     [1.0, 1.0, 1.0]
     """
-    return np.array([_NOT_TEXT.search(c) is None for c in completions], dtype=np.float32)
+    return _unmatched(_NOT_TEXT, completions)
 
 
 # The vocabulary of the ordering system's internals: a backtick, a snake_case name such as
@@ -495,7 +495,12 @@ def plain_talk(completions: list[str]) -> np.ndarray:
     ...             "What payment method would you like?", "Our server will bring it."]).tolist()
     [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
     """
-    return np.array([_SYSTEM_TALK.search(c) is None for c in completions], dtype=np.float32)
+    return _unmatched(_SYSTEM_TALK, completions)
+
+
+def _unmatched(pattern: re.Pattern[str], completions: list[str]) -> np.ndarray:
+    """1.0 per completion in which ``pattern`` finds nothing, else 0.0: a gate's factor."""
+    return np.array([pattern.search(c) is None for c in completions], dtype=np.float32)
 
 
 def check_min_distinct(min_distinct: float) -> None:
