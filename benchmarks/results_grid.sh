@@ -141,7 +141,10 @@ for algo in base ppo rloo grpo reinforce best-of-n sft dpo; do run taskmaster4_r
 for seed in 1 2; do
   for algo in rloo reinforce grpo ppo; do run taskmaster4_rlhf $algo $seed; done
 done
-# The baselines' seeds 1 and 2 (best-of-n samples, SFT and DPO shuffle with the seed).
+# Three seeds for the stable-baselines3 cells first (they had one), then the Taskmaster-4
+# baselines' seeds 1 and 2 (best-of-n samples, SFT and DPO shuffle with the seed), then the
+# SB3 cells' fourth and fifth seeds.
+for seed in 1 2; do for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done; done
 for seed in 1 2; do for algo in best-of-n dpo sft; do run taskmaster4_rlhf $algo $seed; done; done
-for seed in 1 2 3 4; do for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done; done
+for seed in 3 4; do for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done; done
 echo "grid: $(date -u +%FT%TZ) done"
