@@ -69,6 +69,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
+from agents.masked_lm import MASKED_LOGIT
 from textgym.lm import (
     PrefixCache,
     Sampling,
@@ -82,7 +83,6 @@ from textgym.rewards.online import OnlineReward, online_rewards
 from textgym.wrappers import kl_penalty
 
 ModelSpec = str | os.PathLike[str] | nn.Module | PretrainedConfig
-MASKED_LOGIT = -1e8  # sb3-contrib's value for masked logits: exp() is exactly 0, no NaN
 
 
 def build_lm(model: ModelSpec) -> nn.Module:

@@ -385,8 +385,15 @@ def test_sb3_algorithms_in_the_grid(tmp_path):
         # The critic starts at 0, so no value noise becomes advantage: the policies move only
         # by that KL noise, which SB3's advantage normalization scales up.
         assert {float(c["reward"]) for c in curve} == {0.0}
-        assert r["metrics"]["eval/kl"] == pytest.approx(0.0, abs=1e-4)
         assert r["config"]["kl_coef"] == 0.05
+    masked, plain = results
+    assert plain["metrics"]["eval/kl"] == pytest.approx(0.0, abs=1e-4)
+    # maskable-ppo is evaluated as it acted, under the reference's top-16 mask: a policy equal
+    # to the reference then pays -log(the top 16's reference mass) per token, large for a
+    # random tiny LM whose mass is spread over the whole vocabulary.
+    assert masked["config"]["eval_mask"] == "reference top-16"
+    assert "eval_mask" not in plain["config"]
+    assert masked["metrics"]["eval/kl"] > 1.0
 
 
 def test_sb3_defaults_give_each_rollout_one_episode_per_env_in_two_minibatches(tmp_path):

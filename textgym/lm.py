@@ -402,6 +402,24 @@ def top_set(logprobs: torch.Tensor, top_k: int | None, top_p: float | None) -> t
     return torch.zeros_like(logprobs, dtype=torch.bool).scatter(-1, index, values.isfinite())
 
 
+def check_top_set(top_k: int | None, top_p: float | None, vocab_size: int) -> None:
+    """Raise a ValueError naming the bad argument unless :func:`top_set` can use these.
+
+    >>> check_top_set(None, None, 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: give top_k, top_p or both to choose the allowed tokens
+    """
+    if top_k is None and top_p is None:
+        raise ValueError("give top_k, top_p or both to choose the allowed tokens")
+    if top_k is not None and (
+        not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= vocab_size
+    ):
+        raise ValueError(f"top_k must be an int in [1, {vocab_size}], got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a float in (0, 1], got {top_p!r}")
+
+
 def sample_tokens(
     logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -599,6 +617,7 @@ __all__ = [
     "LMOutput",
     "PrefixCache",
     "Sampling",
+    "check_top_set",
     "check_vocab",
     "content_end",
     "extending_rows",

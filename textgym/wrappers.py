@@ -30,7 +30,7 @@ import torch
 from gymnasium import spaces
 from numpy.typing import ArrayLike
 
-from textgym.lm import top_set
+from textgym.lm import check_top_set, top_set
 from textgym.reference import ModelSpec, ReferenceLM
 
 
@@ -94,17 +94,6 @@ def _inner_reference_wrapper(env: gym.Env) -> _ReferenceWrapper | None:
     return None
 
 
-def _check_top(top_k: int | None, top_p: float | None, vocab_size: int) -> None:
-    if top_k is None and top_p is None:
-        raise ValueError("give top_k, top_p or both to choose the allowed tokens")
-    if top_k is not None and (
-        not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= vocab_size
-    ):
-        raise ValueError(f"top_k must be an int in [1, {vocab_size}], got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be a float in (0, 1], got {top_p!r}")
-
-
 class ReferenceActionMask(_ReferenceWrapper):
     """Allow only the reference LM's likely next tokens: ``action_masks()`` for MaskablePPO.
 
@@ -138,7 +127,7 @@ class ReferenceActionMask(_ReferenceWrapper):
         top_k: int | None = 16,
         top_p: float | None = None,
     ) -> None:
-        _check_top(top_k, top_p, int(getattr(env.action_space, "n", 0)) or 1)
+        check_top_set(top_k, top_p, int(getattr(env.action_space, "n", 0)) or 1)
         _record_args(self, reference=reference, top_k=top_k, top_p=top_p)
         super().__init__(env, reference)
         self.top_k, self.top_p = top_k, top_p
@@ -195,7 +184,7 @@ class TopKActions(_ReferenceWrapper):
         k: int = 8,
         include_hidden: bool = True,
     ) -> None:
-        _check_top(k, None, int(getattr(env.action_space, "n", 0)) or 1)
+        check_top_set(k, None, int(getattr(env.action_space, "n", 0)) or 1)
         _record_args(self, reference=reference, k=k, include_hidden=include_hidden)
         super().__init__(env, reference)
         self.k = k

@@ -12,7 +12,8 @@ under the grid's token budget). Everything else is a bench-local row of :data:`A
 - ``dpo``: DPO on pairs of the reference (chosen) over the base model's greedy output
   (rejected) for train prompts (:mod:`agents.dpo`; option ``pairs``: how many prompts);
 - ``sb3-ppo`` / ``maskable-ppo``: the stable-baselines3 runs, PPO with a KL penalty and NLPO-style
-  MaskablePPO with reference top-k masks and the same penalty (options :data:`SB3_OPTIONS`).
+  MaskablePPO with reference top-k masks and the same penalty (options :data:`SB3_OPTIONS`),
+  evaluated under the same masks (:class:`agents.masked_lm.ReferenceMaskedLM`).
 
 For sft and dpo the token budget counts the completion tokens trained on (references; chosen
 plus rejected), plus for dpo the greedy tokens generated to build its pairs.
@@ -65,6 +66,9 @@ class Trained:
     """How the main evaluation draws tokens (None: greedy, the rule for every trained policy)."""
     eval_best_of: int = 1
     """Completions per prompt of which evaluation keeps the best by the reward (best-of-n)."""
+    eval_model: nn.Module | None = None
+    """The policy as it acted in training, where that is not ``model`` alone (maskable-ppo: the
+    LM under its reference top-k mask, :class:`agents.masked_lm.ReferenceMaskedLM`)."""
 
 
 def trainer_curve(rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, float]]:
@@ -279,6 +283,7 @@ def train_sb3(spec: RunSpec) -> Trained:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
+    from agents.masked_lm import ReferenceMaskedLM
     from agents.sb3 import KLRewardCallback
     from textgym.wrappers import KLPenalty, ReferenceActionMask, ReferenceLM
 
@@ -339,6 +344,10 @@ def train_sb3(spec: RunSpec) -> Trained:
 
     agent.learn(b.budget_tokens or 10**12, callback=[Budget(), KLRewardCallback()])
     config = {"algo": spec.algo, "task": spec.task, "seed": spec.seed, "model": b.model, **o}
+    # NLPO's policy is the masked one: it is evaluated under the same masks (as in RL4LMs).
+    acting = ReferenceMaskedLM(agent.policy.lm, reference.model, o["top_k"]) if masked else None
+    if masked:
+        config["eval_mask"] = f"reference top-{o['top_k']}"
     return Trained(
         model=agent.policy.lm,
         curve=curve,
@@ -346,6 +355,7 @@ def train_sb3(spec: RunSpec) -> Trained:
         seconds=time.perf_counter() - start,
         config=config,
         reference=reference.model,
+        eval_model=acting,
     )
 
 

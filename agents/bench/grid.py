@@ -63,6 +63,7 @@ def run_one(
     trained = bench_algorithms()[spec.algo](spec)
     write_csv(spec.run_dir / "curve.csv", trained.curve, ["tokens", "seconds", "reward"])
     ref = trained.reference if trained.reference is not None else reference.get(spec.seed, device)
+    policy = trained.eval_model if trained.eval_model is not None else trained.model
     start = time.perf_counter()
 
     def run_eval(sampling: Sampling | None) -> EvalResult:
@@ -70,7 +71,7 @@ def run_one(
             if trained.eval_best_of > 1:
                 raise ValueError(f"{spec.algo} (best-of-n) does not apply to dialogue tasks")
             return evaluate_dialogues(
-                trained.model,
+                policy,
                 spec.tokenizer,
                 spec.task,
                 num_prompts=b.eval_prompts,
@@ -82,7 +83,7 @@ def run_one(
                 **conversation_settings({**b.options.get("*", {}), **spec.options}),
             )
         return evaluate(
-            trained.model,
+            policy,
             spec.tokenizer,
             spec.task,
             reference=ref,
