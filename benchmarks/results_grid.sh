@@ -141,13 +141,13 @@ for algo in base ppo rloo grpo reinforce best-of-n sft dpo; do run taskmaster4_r
 for seed in 1 2; do
   for algo in rloo reinforce grpo ppo; do run taskmaster4_rlhf $algo $seed; done
 done
-# Three seeds for sb3-ppo first (it had one), then the Taskmaster-4 baselines' seeds 1 and 2
-# (best-of-n samples, SFT and DPO shuffle with the seed) around maskable-ppo's seeds, then the
-# SB3 cells' fourth and fifth seeds.
+# Three seeds for sb3-ppo first (it had one). maskable-ppo's runs before 2026-12-06 were scored
+# as the bare LM, without the masks it acted under (docs/results/pilot-maskable-bare-eval): seed
+# 0 runs again above, the others here, around the Taskmaster-4 baselines' seeds 1 and 2
+# (best-of-n samples, SFT and DPO shuffle with the seed); then the SB3 cells' fourth and fifth seeds.
 for seed in 1 2; do run sst2_sentiment sb3-ppo $seed; done
 for seed in 1 2; do for algo in best-of-n dpo; do run taskmaster4_rlhf $algo $seed; done; done
-run taskmaster4_rlhf sft 1
-for seed in 0 1 2; do run sst2_sentiment maskable-ppo $seed; done
-run taskmaster4_rlhf sft 2
+for seed in 1 2; do run sst2_sentiment maskable-ppo $seed; done
+for seed in 1 2; do run taskmaster4_rlhf sft $seed; done
 for seed in 3 4; do for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done; done
 echo "grid: $(date -u +%FT%TZ) done"
