@@ -344,9 +344,9 @@ def train_sb3(spec: RunSpec) -> Trained:
 
     agent.learn(b.budget_tokens or 10**12, callback=[Budget(), KLRewardCallback()])
     config = {"algo": spec.algo, "task": spec.task, "seed": spec.seed, "model": b.model, **o}
-    # NLPO's policy is the masked one: it is evaluated under the same masks (as in RL4LMs).
-    acting = ReferenceMaskedLM(agent.policy.lm, reference.model, o["top_k"]) if masked else None
-    if masked:
+    acting = None
+    if masked:  # NLPO's policy is the masked one: evaluated under the same masks, as in RL4LMs
+        acting = ReferenceMaskedLM(agent.policy.lm, reference.model, o["top_k"])
         config["eval_mask"] = f"reference top-{o['top_k']}"
     return Trained(
         model=agent.policy.lm,
