@@ -144,10 +144,19 @@ done
 # Three seeds for sb3-ppo first (it had one). maskable-ppo's runs before 2026-12-06 were scored
 # as the bare LM, without the masks it acted under (docs/results/pilot-maskable-bare-eval): seed
 # 0 runs again above, the others here, around the Taskmaster-4 baselines' seeds 1 and 2
-# (best-of-n samples, SFT and DPO shuffle with the seed); then the SB3 cells' fourth and fifth seeds.
+# (best-of-n samples, SFT and DPO shuffle with the seed).
 for seed in 1 2; do run sst2_sentiment sb3-ppo $seed; done
 for seed in 1 2; do for algo in best-of-n dpo; do run taskmaster4_rlhf $algo $seed; done; done
-for seed in 1 2; do run sst2_sentiment maskable-ppo $seed; done
-for seed in 1 2; do run taskmaster4_rlhf sft $seed; done
-for seed in 3 4; do for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done; done
+# Then the baselines' second and third seeds, cheapest task first, between maskable-ppo's seeds
+# (the base model's sampled row depends on the seed; the report pairs against its mean).
+run sst2_sentiment maskable-ppo 1
+for seed in 1 2; do for algo in base best-of-n dpo sft; do run sst2_sentiment $algo $seed; done; done
+run sst2_sentiment maskable-ppo 2
+for seed in 1 2; do for algo in base best-of-n dpo sft; do run dialogsum_rl $algo $seed; done; done
+for seed in 1 2; do for algo in base sft; do run taskmaster4_rlhf $algo $seed; done; done
+# Sentiment's fourth and fifth seeds of the SB3 cells and the baselines.
+for seed in 3 4; do
+  for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done
+  for algo in base best-of-n dpo sft; do run sst2_sentiment $algo $seed; done
+done
 echo "grid: $(date -u +%FT%TZ) done"
