@@ -155,7 +155,7 @@ run sst2_sentiment maskable-ppo 2
 for seed in 1 2; do for algo in base best-of-n dpo sft; do run dialogsum_rl $algo $seed; done; done
 for seed in 1 2; do for algo in base sft; do run taskmaster4_rlhf $algo $seed; done; done
 # Sentiment's fourth and fifth seeds: the baselines first (four cells in the time of one SB3
-# run), then the SB3 cells.
+# run), then the SB3 cells, one cell at a time.
 for seed in 3 4; do for algo in base best-of-n dpo sft; do run sst2_sentiment $algo $seed; done; done
-for seed in 3 4; do for algo in sb3-ppo maskable-ppo; do run sst2_sentiment $algo $seed; done; done
+for algo in sb3-ppo maskable-ppo; do for seed in 3 4; do run sst2_sentiment $algo $seed; done; done
 echo "grid: $(date -u +%FT%TZ) done"
