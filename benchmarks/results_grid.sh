@@ -158,4 +158,10 @@ for seed in 1 2; do for algo in base sft; do run taskmaster4_rlhf $algo $seed; d
 # run), then the SB3 cells, one cell at a time.
 for seed in 3 4; do for algo in base best-of-n dpo sft; do run sst2_sentiment $algo $seed; done; done
 for algo in sb3-ppo maskable-ppo; do for seed in 3 4; do run sst2_sentiment $algo $seed; done; done
+# RL after SFT gained on DialogSum's samples in one seed: two more seeds say whether it holds.
+for seed in 1 2; do
+  for algo in base sft; do pilot rl-after-sft dialogsum_rl $algo $seed --save-policy; done
+  pilot rl-after-sft dialogsum_rl rloo $seed \
+    --set "rloo.init=$GRID/pilot-rl-after-sft/dialogsum_rl/sft/seed$seed/policy"
+done
 echo "grid: $(date -u +%FT%TZ) done"
