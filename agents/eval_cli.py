@@ -144,7 +144,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Score a policy (a `textgym train` / `textgym bench --save-policy` run "
         "directory, its policy/ folder, or 'base' for the untrained --model) on the first "
         "--num-prompts prompts of a task's split, greedy and then sampled, with the bench's "
-        "metrics. Writes a JSON file and prints a table (95%% intervals over prompts).",
+        "metrics. Writes a JSON file and prints a table (95% intervals over prompts).",
         allow_abbrev=False,
     )
     p.add_argument("--policy", required=True, metavar="RUN_DIR",

@@ -592,7 +592,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report",
         help="tables, plots and samples of a `textgym bench` output directory",
-        description="Write RUN_DIR/report.md (a table per task with 95%% bootstrap CIs and "
+        description="Write RUN_DIR/report.md (a table per task with 95% bootstrap CIs and "
         "IQMs over seeds, learning curves, reward-vs-KL frontier, samples side by side) and "
         "RUN_DIR/plots/*.png.",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from textgym import cli
@@ -30,3 +32,20 @@ def test_every_registered_command_resolves():
     assert {"info", "train", "demo", "feedback", "bench", "report", "eval"} <= commands.keys()
     for name, ep in commands.items():
         assert callable(cli.load_command(ep)), name
+
+
+def test_help_texts_print_percent_signs_once():
+    """argparse %-formats argument help but not descriptions: a description's ``%%`` prints
+    doubled."""
+
+    def parsers(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    found = list(parsers(cli.build_parser()))
+    assert len(found) > 8  # every command and its own subcommands
+    for parser in found:
+        assert "%%" not in parser.format_help(), parser.prog
