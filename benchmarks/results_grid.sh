@@ -110,9 +110,12 @@ run sst2_sentiment maskable-ppo 0
 # RL after SFT, RLHF's usual pipeline: SFT beat every RL row on DialogSum, so does RL still
 # add to it? RLOO warm-started from the SFT policy (its KL taken to that policy), beside a
 # rerun of base and SFT that keeps the SFT policy for the warm start.
-for algo in base sft; do pilot rl-after-sft dialogsum_rl $algo 0 --save-policy; done
-pilot rl-after-sft dialogsum_rl rloo 0 \
-  --set "rloo.init=$GRID/pilot-rl-after-sft/dialogsum_rl/sft/seed0/policy"
+rl_after_sft() {  # rl_after_sft SEED
+  for algo in base sft; do pilot rl-after-sft dialogsum_rl $algo "$1" --save-policy; done
+  pilot rl-after-sft dialogsum_rl rloo "$1" \
+    --set "rloo.init=$GRID/pilot-rl-after-sft/dialogsum_rl/sft/seed$1/policy"
+}
+rl_after_sft 0
 # Then a second and a third seed of every on-policy cell, cheapest first: sentiment's RLOO and
 # REINFORCE (PPO and GRPO have three) and DialogSum's; then DialogSum's PPO (15 minutes a run)
 # and the lambda-1 pilot beside it.
@@ -159,9 +162,5 @@ for seed in 1 2; do for algo in base sft; do run taskmaster4_rlhf $algo $seed; d
 for seed in 3 4; do for algo in base best-of-n dpo sft; do run sst2_sentiment $algo $seed; done; done
 for algo in sb3-ppo maskable-ppo; do for seed in 3 4; do run sst2_sentiment $algo $seed; done; done
 # RL after SFT gained on DialogSum's samples in one seed: two more seeds say whether it holds.
-for seed in 1 2; do
-  for algo in base sft; do pilot rl-after-sft dialogsum_rl $algo $seed --save-policy; done
-  pilot rl-after-sft dialogsum_rl rloo $seed \
-    --set "rloo.init=$GRID/pilot-rl-after-sft/dialogsum_rl/sft/seed$seed/policy"
-done
+for seed in 1 2; do rl_after_sft $seed; done
 echo "grid: $(date -u +%FT%TZ) done"
